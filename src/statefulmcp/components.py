@@ -1,0 +1,486 @@
+"""Turning Python classes and modules into component specs: tools, schemas and load options.
+
+A *spec* is everything the host needs to serve a component without knowing where it came from:
+its name, its tools (with JSON schemas, an argument validator and a result converter) and a
+factory for instances. Python classes, modules of functions and WebAssembly components all end
+up as a `ComponentSpec`, so routing, instances and the transport never special-case a kind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import inspect
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal, TypeVar, overload
+
+import pydantic_core
+from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata, func_metadata
+from mcp_types import CallToolResult, TextContent
+from pydantic import ValidationError
+
+Durability = Literal["turn", "memory"]
+Activation = Literal["lazy", "eager"]
+
+_TOOL_ATTR = "__statefulmcp_tool__"
+_COMPONENT_ATTR = "__statefulmcp_component__"
+_BACKGROUND_ATTR = "__statefulmcp_background__"
+
+# Names of the hooks a stateful component may define; they are never exposed as tools.
+LIFECYCLE_HOOKS = ("on_activate", "on_deactivate")
+
+
+class ComponentError(Exception):
+    """A component cannot be loaded as written; the message says what to change."""
+
+
+class ToolInputError(ValueError):
+    """The caller's arguments do not fit the tool's input schema.
+
+    The message names each offending field and what is wrong with it (`price: Input should be a
+    valid number`); the host prefixes it with the tool's full name.
+    """
+
+
+class ToolResultError(TypeError):
+    """A tool returned a value that cannot be sent as JSON."""
+
+
+class InstanceLost(RuntimeError):
+    """Raised by a tool call when its instance can never be used again (a WebAssembly trap, say).
+
+    The host drops the instance, so the next call with the same key gets a fresh one, and the
+    caller gets this error's message.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    """How a component is loaded. Every field left as `None` keeps what the component declares.
+
+    `name` renames the component (and so its tools); `stateful`, `key` and `handles` choose the
+    instance model; `durability` chooses whether `self.state` is persisted after every turn.
+    """
+
+    name: str | None = None
+    stateful: bool | None = None
+    key: str | None = None
+    handles: bool | None = None
+    durability: Durability | None = None
+    activate: Activation | None = None
+
+    def over(self, declared: LoadOptions) -> LoadOptions:
+        """These options where set, `declared` elsewhere."""
+        return LoadOptions(
+            **{
+                f.name: getattr(declared, f.name) if getattr(self, f.name) is None else getattr(self, f.name)
+                for f in dataclasses.fields(self)
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ToolDecl:
+    """What `@tool` records on a function."""
+
+    name: str | None
+    description: str | None
+    timeout: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class BackgroundDecl:
+    """What `@background` records on a method: a loop, or a tick every `every` seconds."""
+
+    every: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentDecl:
+    """What `@component` records on a class."""
+
+    options: LoadOptions
+    uses: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """One tool of a component, ready to serve.
+
+    `call(instance, arguments)` runs the tool on an instance with validated arguments and returns
+    its value (or an awaitable of it when `is_async`); a sync `call` is run on a worker thread
+    while the instance's turn is held, so it never blocks an event loop.
+    """
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any] | None
+    validate: Callable[[dict[str, Any]], dict[str, Any]]
+    call: Callable[[Any, dict[str, Any]], Any]
+    is_async: bool
+    to_result: Callable[[Any], CallToolResult]
+    timeout: float | None = None
+
+
+@dataclass(slots=True)
+class ComponentSpec:
+    """A loadable component: its tools, how to make an instance, and its resolved options."""
+
+    name: str
+    source: str
+    tools: tuple[ToolSpec, ...]
+    new_instance: Callable[[], Any]
+    stateful: bool = False
+    key: str | None = None
+    handles: bool = False
+    durability: Durability = "memory"
+    activate: Activation = "lazy"
+    backgrounds: tuple[tuple[str, BackgroundDecl], ...] = ()
+    uses: Mapping[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    close_instance: Callable[[Any], None] | None = None
+    binds_context: bool = False
+    """True for Python classes: the host gives each instance `self.state` and `self.wait_until`."""
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_C = TypeVar("_C", bound=type)
+
+
+@overload
+def tool(fn: _F, /) -> _F: ...
+@overload
+def tool(
+    *, name: str | None = None, description: str | None = None, timeout: float | None = None
+) -> Callable[[_F], _F]: ...
+def tool(
+    fn: _F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float | None = None,
+) -> _F | Callable[[_F], _F]:
+    """Expose a method of a `@component` class (or a module-level function) as an MCP tool.
+
+    The input schema comes from the type hints, the description from the docstring, and the
+    output schema from the return annotation. `timeout` caps a call in seconds.
+    """
+
+    def mark(f: _F) -> _F:
+        setattr(f, _TOOL_ATTR, ToolDecl(name=name, description=description, timeout=timeout))
+        return f
+
+    return mark(fn) if fn is not None else mark
+
+
+def background(fn: _F | None = None, /, *, every: float | None = None) -> Any:
+    """Run an async method of a stateful component between calls, for the instance's whole life.
+
+    Without `every` the method is a loop started on activation; with `every=SECONDS` it is a
+    tick on a fixed, drift-free schedule, and each tick is a turn.
+    """
+
+    def mark(f: _F) -> _F:
+        if not inspect.iscoroutinefunction(f):
+            raise ComponentError(f"@background method {f.__qualname__} must be `async def`")
+        if every is not None and every <= 0:
+            raise ComponentError(
+                f"@background(every=...) of {f.__qualname__} must be a positive number of seconds"
+            )
+        setattr(f, _BACKGROUND_ATTR, BackgroundDecl(every=every))
+        return f
+
+    return mark(fn) if fn is not None else mark
+
+
+@overload
+def component(cls: _C, /) -> _C: ...
+@overload
+def component(
+    *,
+    name: str | None = None,
+    stateful: bool = False,
+    key: str | None = None,
+    handles: bool = False,
+    durability: Durability | None = None,
+    activate: Activation = "lazy",
+    uses: Mapping[str, Any] | None = None,
+) -> Callable[[_C], _C]: ...
+def component(
+    cls: _C | None = None,
+    /,
+    *,
+    name: str | None = None,
+    stateful: bool = False,
+    key: str | None = None,
+    handles: bool = False,
+    durability: Durability | None = None,
+    activate: Activation = "lazy",
+    uses: Mapping[str, Any] | None = None,
+) -> _C | Callable[[_C], _C]:
+    """Declare a class as a component; its `@tool` methods become MCP tools.
+
+    `stateful=True` keeps one instance alive between calls (per value of `key`, if given);
+    `handles=True` makes the host mint the key values itself through `<name>_open`.
+    """
+    decl = ComponentDecl(
+        options=LoadOptions(
+            name=name, stateful=stateful, key=key, handles=handles, durability=durability, activate=activate
+        ),
+        uses=dict(uses or {}),
+    )
+
+    def mark(c: _C) -> _C:
+        if not inspect.isclass(c):
+            raise ComponentError(f"@component decorates a class, not {c!r}")
+        setattr(c, _COMPONENT_ATTR, decl)
+        return c
+
+    return mark(cls) if cls is not None else mark
+
+
+def snake_case(name: str) -> str:
+    """`TickAggregator` -> `tick_aggregator`, `HTTPCache` -> `http_cache`, `notes-v2` -> `notes_v2`."""
+    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
+    name = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
+    return re.sub(r"[^0-9a-zA-Z_]+", "_", name).strip("_").lower()
+
+
+def _description(fn: Callable[..., Any], decl: ToolDecl) -> str:
+    return decl.description or inspect.cleandoc(fn.__doc__ or "") or fn.__name__
+
+
+def _validator(meta: FuncMetadata) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def validate(arguments: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return meta.validate_arguments(arguments)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(arguments)'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise ToolInputError(problems) from None
+
+    return validate
+
+
+def _converter(meta: FuncMetadata, tool_name: str) -> Callable[[Any], CallToolResult]:
+    def to_result(value: Any) -> CallToolResult:
+        if meta.output_schema is None and not isinstance(value, CallToolResult):
+            try:
+                pydantic_core.to_json(value)
+            except pydantic_core.PydanticSerializationError:
+                raise ToolResultError(
+                    f"tool {tool_name!r} returned a {type(value).__name__}, which is not JSON-serializable; "
+                    "return JSON data (dict, list, str, int, float, bool, None) or a pydantic model"
+                ) from None
+        try:
+            result = meta.convert_result(value)
+        except (ValidationError, pydantic_core.PydanticSerializationError) as exc:
+            raise ToolResultError(
+                f"tool {tool_name!r} returned a value that does not match its return annotation: {exc}"
+            ) from None
+        assert isinstance(result, CallToolResult)
+        return result
+
+    return to_result
+
+
+def _tool_spec(fn: Callable[..., Any], decl: ToolDecl, *, method: bool, qualified: str) -> ToolSpec:
+    short = decl.name or fn.__name__
+    try:
+        meta = func_metadata(fn, skip_names=("self",) if method else ())
+    except Exception as exc:
+        raise ComponentError(f"cannot build a schema for {qualified}: {exc}") from exc
+    is_async = inspect.iscoroutinefunction(fn)
+    if method:
+
+        def call(instance: Any, arguments: dict[str, Any]) -> Any:
+            return fn(instance, **arguments)
+
+    else:
+
+        def call(instance: Any, arguments: dict[str, Any]) -> Any:
+            return fn(**arguments)
+
+    schema = meta.arg_model.model_json_schema(by_alias=True)
+    return ToolSpec(
+        name=short,
+        description=_description(fn, decl),
+        input_schema=schema,
+        output_schema=meta.output_schema,
+        validate=_validator(meta),
+        call=call,
+        is_async=is_async,
+        to_result=_converter(meta, short),
+        timeout=decl.timeout,
+    )
+
+
+def tool_result_text(text: str, *, error: bool = False) -> CallToolResult:
+    """A plain-text tool result, the shape every error reply takes."""
+    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=error)
+
+
+def _check_key(name: str, key: str, tools: tuple[ToolSpec, ...]) -> None:
+    missing = [spec.name for spec in tools if key not in spec.input_schema.get("properties", {})]
+    if missing:
+        raise ComponentError(
+            f"component {name!r} is keyed by {key!r}, but its tools {', '.join(map(repr, missing))} have no "
+            f"{key!r} argument; add `{key}: str` to every tool of the component, or load it with another key"
+        )
+
+
+def spec_from_class(cls: type, source: str, options: LoadOptions | None = None) -> ComponentSpec:
+    """The spec of a `@component` class, with `options` overriding what the class declares."""
+    decl: ComponentDecl | None = getattr(cls, _COMPONENT_ATTR, None)
+    if decl is None:
+        raise ComponentError(f"{cls.__qualname__} is not decorated with @component")
+    opts = (options or LoadOptions()).over(decl.options)
+    name = opts.name or snake_case(cls.__name__)
+    tools: list[ToolSpec] = []
+    backgrounds: list[tuple[str, BackgroundDecl]] = []
+    for attr, member in inspect.getmembers(cls, predicate=inspect.isfunction):
+        tool_decl: ToolDecl | None = getattr(member, _TOOL_ATTR, None)
+        if tool_decl is not None:
+            if attr in LIFECYCLE_HOOKS:
+                raise ComponentError(f"{cls.__qualname__}.{attr} is a lifecycle hook and cannot be a @tool")
+            tools.append(_tool_spec(member, tool_decl, method=True, qualified=f"{cls.__qualname__}.{attr}"))
+        bg: BackgroundDecl | None = getattr(member, _BACKGROUND_ATTR, None)
+        if bg is not None:
+            backgrounds.append((attr, bg))
+    stateful = bool(opts.stateful)
+    handles = bool(opts.handles)
+    key = opts.key
+    if handles and not key:
+        key = "session"
+    if not tools and not handles:
+        raise ComponentError(f"component {name!r} ({cls.__qualname__}) has no @tool methods")
+    if (key or handles) and not stateful:
+        raise ComponentError(
+            f"component {name!r} sets key={key!r} but is not stateful; keys select instances of a "
+            "stateful component, so add stateful=True"
+        )
+    if backgrounds and not stateful:
+        raise ComponentError(f"component {name!r} has @background methods, which need stateful=True")
+    if key:
+        _check_key(name, key, tuple(tools))
+    return ComponentSpec(
+        name=name,
+        source=source,
+        tools=tuple(tools),
+        new_instance=cls,
+        stateful=stateful,
+        key=key,
+        handles=handles,
+        durability=opts.durability or ("turn" if stateful else "memory"),
+        activate=opts.activate or "lazy",
+        backgrounds=tuple(backgrounds),
+        uses=decl.uses,
+        binds_context=True,
+    )
+
+
+class _ModuleTools:
+    """The instance type of a module-level component: functions need no instance."""
+
+
+def spec_from_functions(
+    name: str, functions: list[Callable[..., Any]], source: str, options: LoadOptions | None = None
+) -> ComponentSpec:
+    """A stateless component made of module-level `@tool` functions."""
+    opts = options or LoadOptions()
+    if opts.stateful or opts.key or opts.handles:
+        raise ComponentError(
+            f"{source}: module-level @tool functions form a stateless component; "
+            "write a @component(stateful=True) class to keep state"
+        )
+    tools = tuple(
+        _tool_spec(fn, getattr(fn, _TOOL_ATTR), method=False, qualified=f"{source}:{fn.__name__}")
+        for fn in functions
+    )
+    return ComponentSpec(name=opts.name or name, source=source, tools=tools, new_instance=_ModuleTools)
+
+
+def specs_from_module(
+    module: ModuleType, source: str, options: LoadOptions | None = None
+) -> list[ComponentSpec]:
+    """Every component a module defines: its `@component` classes, then its `@tool` functions.
+
+    Only objects defined in the module itself count, so a component imported from elsewhere is
+    not loaded twice.
+    """
+    classes: list[type] = []
+    functions: list[Callable[..., Any]] = []
+    for value in vars(module).values():
+        if getattr(value, "__module__", None) != module.__name__:
+            continue
+        if inspect.isclass(value) and hasattr(value, _COMPONENT_ATTR):
+            classes.append(value)
+        elif inspect.isfunction(value) and hasattr(value, _TOOL_ATTR):
+            functions.append(value)
+    if len(classes) + (1 if functions else 0) > 1 and options is not None and options.name:
+        raise ComponentError(f"{source} holds several components; a load-time name fits only one")
+    specs = [spec_from_class(c, source, options) for c in classes]
+    if functions:
+        stem = snake_case(Path(source).stem) if source else snake_case(module.__name__.rpartition(".")[2])
+        specs.append(spec_from_functions(stem, functions, source, options))
+    if not specs:
+        raise ComponentError(
+            f"{source} holds no components: decorate a class with @component or functions with @tool"
+        )
+    return specs
+
+
+def canonical_module_name(path: Path) -> str:
+    """The one module name a component file is imported under, whoever loads it.
+
+    Derived from the resolved path, so loading the same file twice replaces the module rather
+    than creating a second copy with its own classes and registrations.
+    """
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    return f"statefulmcp_components.{snake_case(path.stem) or 'module'}_{digest}"
+
+
+def import_file(path: Path) -> ModuleType:
+    """Import a Python component file under its canonical module name; errors name the file."""
+    path = path.resolve()
+    if not path.is_file():
+        raise ComponentError(f"{path}: no such file")
+    module_name = canonical_module_name(path)
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ComponentError(f"{path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        sys.modules.pop(module_name, None)
+        raise ComponentError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from exc
+    except BaseException as exc:
+        sys.modules.pop(module_name, None)
+        raise ComponentError(f"{path}: failed to import: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def specs_from_object(obj: Any, options: LoadOptions | None = None) -> list[ComponentSpec]:
+    """The specs of an in-process object: a `@component` class, a module, or a `@tool` function."""
+    if inspect.isclass(obj):
+        return [spec_from_class(obj, f"{obj.__module__}:{obj.__qualname__}", options)]
+    if isinstance(obj, ModuleType):
+        return specs_from_module(obj, getattr(obj, "__file__", None) or obj.__name__, options)
+    if inspect.isfunction(obj) and hasattr(obj, _TOOL_ATTR):
+        name = (options.name if options else None) or snake_case(obj.__name__)
+        return [spec_from_functions(name, [obj], f"{obj.__module__}:{obj.__qualname__}", options)]
+    raise ComponentError(
+        f"cannot load {obj!r}: expected a path, a @component class, a module or a @tool function"
+    )

@@ -1,0 +1,328 @@
+"""The host: loads and unloads components, and routes each call to its instance.
+
+The routing table maps a tool name to its component and tool spec. It is replaced whole on every
+load or unload (never mutated in place), so the transport thread can read it without a lock
+while the engine changes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mcp_types import CallToolResult
+
+from statefulmcp.components import (
+    ComponentError,
+    ComponentSpec,
+    LoadOptions,
+    ToolInputError,
+    ToolResultError,
+    ToolSpec,
+    import_file,
+    specs_from_module,
+    specs_from_object,
+    tool_result_text,
+)
+from statefulmcp.engine import Engine
+from statefulmcp.instances import CallError, Component
+
+log = logging.getLogger("statefulmcp.host")
+
+# Tools the transport serves itself; no component may take these names.
+RESERVED_TOOL_NAMES = frozenset({"list_components", "load_component", "unload_component"})
+
+_SUFFIXES = (".py", ".wasm")
+
+
+class ToolCallError(Exception):
+    """A tool call failed; the message says why and is what an MCP client sees as the error."""
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentInfo:
+    """What `Host.list()` and the `list_components` tool report about a loaded component."""
+
+    name: str
+    source: str
+    stateful: bool
+    key: str | None
+    handles: bool
+    durability: str
+    tools: list[str]
+    instances: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a tool name leads: its component, its spec, and the host-made body if it has one."""
+
+    component: Component
+    tool: ToolSpec
+    builtin: Callable[[Component, dict[str, Any]], Coroutine[Any, Any, Any]] | None = None
+
+
+def _handle_tools(
+    spec: ComponentSpec,
+) -> list[tuple[ToolSpec, Callable[[Component, dict[str, Any]], Coroutine[Any, Any, Any]]]]:
+    """The `<name>_open` / `<name>_close` tools of a component with handles."""
+    key = spec.key or "session"
+
+    async def open_(component: Component, arguments: dict[str, Any]) -> str:
+        return component.open_handle()
+
+    async def close(component: Component, arguments: dict[str, Any]) -> bool:
+        if not await component.close_handle(arguments[key]):
+            raise CallError(f"unknown or closed handle {arguments[key]!r} for component {spec.name!r}")
+        return True
+
+    def validate_close(arguments: dict[str, Any]) -> dict[str, Any]:
+        value = arguments.get(key)
+        if not isinstance(value, str):
+            raise ToolInputError(f"{key}: a handle string is required")
+        return {key: value}
+
+    def as_result(value: Any) -> CallToolResult:
+        result = tool_result_text(str(value).lower() if isinstance(value, bool) else str(value))
+        result.structured_content = {"result": value}
+        return result
+
+    def unused(instance: Any, arguments: dict[str, Any]) -> Any:
+        raise AssertionError("handle tools run on the component, not on an instance")
+
+    open_spec = ToolSpec(
+        name="open",
+        description=f"Open a new {spec.name} instance and return its handle; pass it as `{key}` to the other tools.",
+        input_schema={"type": "object", "properties": {}},
+        output_schema={
+            "type": "object",
+            "properties": {"result": {"type": "string"}},
+            "required": ["result"],
+        },
+        validate=lambda arguments: {},
+        call=unused,
+        is_async=True,
+        to_result=as_result,
+    )
+    close_spec = ToolSpec(
+        name="close",
+        description=f"Close a {spec.name} handle and drop its instance.",
+        input_schema={"type": "object", "properties": {key: {"type": "string"}}, "required": [key]},
+        output_schema={
+            "type": "object",
+            "properties": {"result": {"type": "boolean"}},
+            "required": ["result"],
+        },
+        validate=validate_close,
+        call=unused,
+        is_async=True,
+        to_result=as_result,
+    )
+    return [(open_spec, open_), (close_spec, close)]
+
+
+class Host:
+    """Loads components, owns the engine, and runs calls. Use as `async with Host() as host:`.
+
+    The same object backs the MCP server and in-process embedding: `await host.call(name, args)`
+    returns what the tool returned, and raises `ToolCallError` when the call fails.
+    """
+
+    def __init__(self) -> None:
+        self.engine = Engine()
+        self._components: dict[str, Component] = {}
+        self._routes: dict[str, Route] = {}
+        self._listeners: list[Callable[[], Awaitable[None]]] = []
+        self._started = False
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if not self._started:
+            self.engine.start()
+            self._started = True
+
+    async def aclose(self) -> None:
+        """Deactivate every instance, then stop the engine thread."""
+        if not self._started:
+            return
+        for name in list(self._components):
+            await self.unload(name, notify=False)
+        await asyncio.to_thread(self.engine.stop)
+        self._started = False
+
+    async def __aenter__(self) -> Host:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def on_tools_changed(self, listener: Callable[[], Awaitable[None]]) -> None:
+        """Register a coroutine function to run after every load or unload (the transport's hook)."""
+        self._listeners.append(listener)
+
+    async def _notify(self) -> None:
+        for listener in self._listeners:
+            try:
+                await listener()
+            except Exception:
+                log.exception("tools-changed listener failed")
+
+    # -- load / unload / list ---------------------------------------------------------------
+
+    async def load(self, target: str | Path | object, options: LoadOptions | None = None) -> list[str]:
+        """Load a file, a directory of files, or an in-process object; return the component names.
+
+        A component whose name is already loaded is replaced (its instances start fresh). A tool
+        name already served by another component is refused, and nothing changes.
+        """
+        specs = await asyncio.to_thread(self._specs_of, target, options)
+        self._install(specs)
+        await self._notify()
+        return [spec.name for spec in specs]
+
+    def _specs_of(self, target: str | Path | object, options: LoadOptions | None) -> list[ComponentSpec]:
+        if not isinstance(target, str | Path):
+            return specs_from_object(target, options)
+        path = Path(target).resolve()
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix in _SUFFIXES and not p.name.startswith("_"))
+            if not files:
+                raise ComponentError(f"{path}: no .py or .wasm files in this directory")
+            if options is not None and options.name:
+                raise ComponentError(f"{path}: a load-time name fits one component, not a directory")
+            return [spec for file in files for spec in self._specs_of(file, options)]
+        if not path.exists():
+            raise ComponentError(f"{path}: no such file or directory")
+        if path.suffix == ".wasm":
+            from statefulmcp.wasm import load_wasm
+
+            return [load_wasm(path, options)]
+        if path.suffix != ".py":
+            raise ComponentError(f"{path}: expected a .py or .wasm file or a directory")
+        return specs_from_module(import_file(path), str(path), options)
+
+    def _install(self, specs: list[ComponentSpec]) -> None:
+        names = [spec.name for spec in specs]
+        if len(set(names)) != len(names):
+            raise ComponentError(f"two components in one load share a name: {sorted(names)}")
+        replaced = {name: self._components[name] for name in names if name in self._components}
+        routes = {n: r for n, r in self._routes.items() if r.component.spec.name not in replaced}
+        new_components: list[Component] = []
+        for spec in specs:
+            component = Component(spec)
+            new_components.append(component)
+            entries: list[tuple[ToolSpec, Any]] = [(t, None) for t in spec.tools]
+            if spec.handles:
+                entries += _handle_tools(spec)
+            for tool, builtin in entries:
+                full = f"{spec.name}_{tool.name}"
+                if full in RESERVED_TOOL_NAMES:
+                    raise ComponentError(
+                        f"tool name {full!r} is reserved by the host; rename the component or tool"
+                    )
+                if full in routes:
+                    owner = routes[full].component.spec
+                    raise ComponentError(
+                        f"tool {full!r} of component {spec.name!r} ({spec.source}) is already served by "
+                        f"component {owner.name!r} ({owner.source}); nothing was loaded. Rename one of them"
+                    )
+                routes[full] = Route(component, tool, builtin)
+        for old in replaced.values():
+            old.closed = True
+            self.engine.submit(old.close)
+        components = dict(self._components)
+        components.update({c.spec.name: c for c in new_components})
+        self._components = components
+        self._routes = routes
+        for spec in specs:
+            log.info("loaded component %s from %s (%d tools)", spec.name, spec.source, len(spec.tools))
+
+    async def unload(self, name: str, *, purge: bool = False, notify: bool = True) -> None:
+        """Remove a component and its tools; its instances are deactivated and dropped.
+
+        Durable state stays (a reload resumes it) unless `purge` is true.
+        """
+        component = self._components.get(name)
+        if component is None:
+            raise ComponentError(f"no component named {name!r} is loaded")
+        self._routes = {n: r for n, r in self._routes.items() if r.component is not component}
+        self._components = {n: c for n, c in self._components.items() if c is not component}
+        component.closed = True
+        await self.engine.run(component.close)
+        log.info("unloaded component %s", name)
+        if notify:
+            await self._notify()
+
+    def list(self) -> list[ComponentInfo]:
+        """Every loaded component with its tools and live instance count."""
+        out = []
+        for component in self._components.values():
+            spec = component.spec
+            out.append(
+                ComponentInfo(
+                    name=spec.name,
+                    source=spec.source,
+                    stateful=spec.stateful,
+                    key=spec.key,
+                    handles=spec.handles,
+                    durability=spec.durability,
+                    tools=[n for n, r in self._routes.items() if r.component is component],
+                    instances=component.live_count,
+                    details=dict(spec.details),
+                )
+            )
+        return out
+
+    def tools(self) -> dict[str, ToolSpec]:
+        """Tool name -> spec, for listing."""
+        return {name: route.tool for name, route in self._routes.items()}
+
+    def route(self, name: str) -> Route | None:
+        return self._routes.get(name)
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def _resolve(self, name: str, arguments: dict[str, Any] | None) -> tuple[Route, dict[str, Any]]:
+        route = self._routes.get(name)
+        if route is None:
+            raise ToolCallError(f"unknown tool {name!r}; list the tools to see what this server offers")
+        try:
+            return route, route.tool.validate(arguments or {})
+        except ToolInputError as exc:
+            raise ToolCallError(f"invalid arguments for tool {name!r}: {exc}") from None
+
+    async def _run(self, route: Route, arguments: dict[str, Any]) -> Any:
+        component, tool, builtin = route.component, route.tool, route.builtin
+        try:
+            if builtin is not None:
+                return await self.engine.run(lambda: builtin(component, arguments))
+            return await self.engine.run(lambda: component.call(tool, arguments))
+        except (CallError, ComponentError) as exc:
+            raise ToolCallError(str(exc)) from None
+        except ToolCallError:
+            raise
+        except Exception as exc:
+            raise ToolCallError(str(exc) or type(exc).__name__) from exc
+
+    async def call(self, name: str, arguments: dict[str, Any] | None = None) -> Any:
+        """Call a tool in-process and return what it returned; raises `ToolCallError` on failure."""
+        route, validated = self._resolve(name, arguments)
+        return await self._run(route, validated)
+
+    async def call_result(self, name: str, arguments: dict[str, Any] | None = None) -> CallToolResult:
+        """Call a tool and return the MCP result; failures become `isError` results, never raise."""
+        try:
+            route, validated = self._resolve(name, arguments)
+            value = await self._run(route, validated)
+            return route.tool.to_result(value)
+        except ToolCallError as exc:
+            return tool_result_text(str(exc), error=True)
+        except ToolResultError as exc:
+            return tool_result_text(str(exc), error=True)

@@ -1,0 +1,1 @@
+"""MCP over streamable HTTP and stdio, built on the official `mcp` SDK."""

@@ -1,0 +1,1 @@
+import statefulmcp_no_such_module  # noqa: F401

@@ -1,0 +1,5 @@
+from statefulmcp import tool
+
+@tool
+def oops(x: int -> int:
+    return x

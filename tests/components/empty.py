@@ -1,0 +1,3 @@
+"""A module with no components."""
+
+VALUE = 1
