@@ -47,8 +47,8 @@ async def test_input_and_output_schemas_come_from_type_hints(examples_server) ->
         assert tools["ticker_stats"].output_schema is not None
 
 
-async def test_stdio_lists_and_calls_tools() -> None:
-    async with stdio_session(EXAMPLES) as session:
+async def test_stdio_lists_and_calls_tools(tmp_path: Path) -> None:
+    async with stdio_session(EXAMPLES, cwd=tmp_path) as session:
         names = {tool.name for tool in (await session.list_tools()).tools}
         assert "counter_increment" in names
         assert value(await session.call_tool("counter_increment", {"by": 2})) == 2
@@ -148,7 +148,7 @@ async def test_load_call_unload_reload_notifies_and_starts_fresh(tmp_path: Path,
             assert {"list_components", "load_component", "unload_component"} <= names
             assert "counter_increment" not in names
 
-            loaded = await session.call_tool("load_component", {"path": "counter.py"})
+            loaded = await session.call_tool("load_component", {"path": "counter.py", "durability": "memory"})
             assert value(loaded)["components"] == ["counter"]
             with anyio.fail_after(10):
                 await notified.wait()
@@ -172,7 +172,7 @@ async def test_load_call_unload_reload_notifies_and_starts_fresh(tmp_path: Path,
             with pytest.raises(MCPError, match="unknown tool"):
                 await session.call_tool("counter_increment", {})
 
-            await session.call_tool("load_component", {"path": "counter.py"})
+            await session.call_tool("load_component", {"path": "counter.py", "durability": "memory"})
             assert value(await session.call_tool("counter_increment", {"by": 1})) == 1  # fresh
 
 

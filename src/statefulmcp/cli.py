@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import uvloop
 
 from statefulmcp.components import ComponentError
 from statefulmcp.host import Host
+from statefulmcp.state import StoreError, store_path
 from statefulmcp.transport.http import Readiness, build_app, serve_http
 from statefulmcp.transport.server import McpFrontend
 
@@ -44,6 +47,34 @@ def _parser() -> argparse.ArgumentParser:
         help="enable the load_component/unload_component tools for files inside DIR (off by default: "
         "loading a component runs its code)",
     )
+    serve.add_argument(
+        "--state",
+        default=None,
+        metavar="URL",
+        help="durable state: sqlite:///relative/path, sqlite:////absolute/path or a path "
+        "(default ./.statefulmcp/state.db)",
+    )
+    serve.add_argument(
+        "--durability",
+        choices=["os", "process"],
+        default="os",
+        help="os (default): a commit survives kill -9 and an OS crash (fsync, synchronous=FULL); "
+        "process: it survives kill -9 only (synchronous=NORMAL), and commits are cheaper",
+    )
+    serve.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT, how long in-flight calls may run before shutdown (default 10)",
+    )
+    serve.add_argument(
+        "--max-call-seconds",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="cap on every tool call (default 300); @tool(timeout=...) can lower it per tool",
+    )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -57,13 +88,42 @@ def _configure_logging(level: str) -> None:
     root.setLevel(level)
 
 
+async def _load(host: Host, paths: list[Path]) -> None:
+    for path in paths:
+        names = await host.load(path)
+        log.info("loaded %s from %s", ", ".join(names), path)
+
+
+async def _serve_stdio(host: Host, frontend: McpFrontend, drain_timeout: float) -> None:
+    from mcp.server.stdio import stdio_server
+
+    await host.activate_eager()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with stdio_server() as (read, write):
+        serving = asyncio.create_task(frontend.server.run(read, write, frontend.server.create_initialization_options()))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            await host.drain(drain_timeout)
+        serving.cancel()
+        stopping.cancel()
+        await asyncio.gather(serving, stopping, return_exceptions=True)
+
+
 async def _serve(args: argparse.Namespace) -> int:
-    host = Host()
-    host.start()
     try:
-        for path in args.paths:
-            names = await host.load(path)
-            log.info("loaded %s from %s", ", ".join(names), path)
+        host = Host(
+            state=store_path(args.state), sync=args.durability, max_call_seconds=args.max_call_seconds or None
+        )
+        host.start()
+    except StoreError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    try:
+        await _load(host, args.paths)
     except ComponentError as exc:
         log.error("cannot start: %s", exc)
         await host.aclose()
@@ -71,22 +131,35 @@ async def _serve(args: argparse.Namespace) -> int:
     frontend = McpFrontend(host, allow_load=args.allow_load)
     try:
         if args.stdio:
-            from mcp.server.stdio import stdio_server
-
-            async with stdio_server() as (read, write):
-                await frontend.server.run(read, write, frontend.server.create_initialization_options())
+            await _serve_stdio(host, frontend, args.drain_timeout)
         else:
             readiness = Readiness()
             bind_host, port = args.http
             app = build_app(frontend, readiness, bind_host=bind_host)
 
             async def started(url: str) -> None:
-                readiness.ready = True
                 log.info("serving on %s", url)
+                activated = await host.activate_eager()
+                if activated:
+                    log.info("eagerly activated %d instances", activated)
+                readiness.ready = True
 
-            await serve_http(app, bind_host, port, log_level=args.log_level, on_started=started)
+            async def stopping() -> None:
+                readiness.draining = True
+                await host.drain(args.drain_timeout)
+
+            await serve_http(
+                app,
+                bind_host,
+                port,
+                log_level=args.log_level,
+                drain_timeout=args.drain_timeout,
+                on_started=started,
+                on_stop=stopping,
+            )
     finally:
         await host.aclose()
+        log.info("stopped cleanly")
     return 0
 
 

@@ -450,12 +450,36 @@ def canonical_module_name(path: Path) -> str:
     return f"statefulmcp_components.{snake_case(path.stem) or 'module'}_{digest}"
 
 
+def _refuse_second_copy(path: Path, module_name: str) -> None:
+    """Refuse a file that Python already imported under another name (or runs as `__main__`).
+
+    Its classes would exist twice, the host's copy and the other one, each with its own
+    registrations and module globals, and calls would reach one while the code changes the other.
+    """
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if name == module_name or not file:
+            continue
+        try:
+            same = Path(file).resolve() == path
+        except OSError:
+            continue
+        if same:
+            how = "runs as the __main__ script" if name == "__main__" else f"is already imported as module {name!r}"
+            raise ComponentError(
+                f"{path} {how}; loading it again would make a second copy of its components. "
+                "Pass the module object instead (host.load(sys.modules[__name__])), or keep the components "
+                "in a file that nothing imports, and reach other components' tools through uses=..."
+            )
+
+
 def import_file(path: Path) -> ModuleType:
     """Import a Python component file under its canonical module name; errors name the file."""
     path = path.resolve()
     if not path.is_file():
         raise ComponentError(f"{path}: no such file")
     module_name = canonical_module_name(path)
+    _refuse_second_copy(path, module_name)
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise ComponentError(f"{path}: not a Python file")

@@ -22,6 +22,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
+import uvloop
+
 log = logging.getLogger("statefulmcp.engine")
 
 T = TypeVar("T")
@@ -66,7 +68,7 @@ class Engine:
     """Owns the engine thread, its loop, and a worker pool for sync tool bodies."""
 
     def __init__(self, *, workers: int = 32) -> None:
-        self.loop = asyncio.new_event_loop()
+        self.loop = uvloop.new_event_loop()
         self._inbox = _Mailbox(self.loop)
         self._replies: WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = WeakKeyDictionary()
         self._replies_lock = threading.Lock()

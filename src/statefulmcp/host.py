@@ -30,6 +30,10 @@ from statefulmcp.components import (
 )
 from statefulmcp.engine import Engine
 from statefulmcp.instances import CallError, Component
+from statefulmcp.remote import Remote, RemoteCallError, RemotePool
+from statefulmcp.state import Store, StoreError, Sync, store_path
+from statefulmcp.state.sqlite import SqliteStore
+from statefulmcp.state.view import StateValueError
 
 log = logging.getLogger("statefulmcp.host")
 
@@ -74,7 +78,7 @@ def _handle_tools(
     key = spec.key or "session"
 
     async def open_(component: Component, arguments: dict[str, Any]) -> str:
-        return component.open_handle()
+        return await component.open_handle()
 
     async def close(component: Component, arguments: dict[str, Any]) -> bool:
         if not await component.close_handle(arguments[key]):
@@ -127,32 +131,75 @@ def _handle_tools(
 
 
 class Host:
-    """Loads components, owns the engine, and runs calls. Use as `async with Host() as host:`.
+    """Loads components, owns the engine and the store, and runs calls.
 
-    The same object backs the MCP server and in-process embedding: `await host.call(name, args)`
-    returns what the tool returned, and raises `ToolCallError` when the call fails.
+    Use as `async with Host(state="sqlite:///state.db") as host:`. The same object backs the MCP
+    server and in-process embedding: `await host.call(name, args)` returns what the tool
+    returned, and raises `ToolCallError` when the call fails.
+
+    `state` is where durable state goes (a `sqlite:///` URL, a path, or a `Store`); without one,
+    every component keeps its state in memory only. `sync="process"` trades the OS-crash guarantee
+    for speed (see docs/guarantees.md). `max_call_seconds` caps every call.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        state: str | Path | Store | None = None,
+        sync: Sync = "os",
+        max_call_seconds: float | None = 300.0,
+    ) -> None:
         self.engine = Engine()
+        self._state = state
+        self._sync: Sync = sync
+        self.store: Store | None = None
+        self.max_call_seconds = max_call_seconds
+        self.remotes = RemotePool()
         self._components: dict[str, Component] = {}
         self._routes: dict[str, Route] = {}
         self._listeners: list[Callable[[], Awaitable[None]]] = []
         self._started = False
+        self.draining = False
+        self._inflight = 0
+        self._idle = asyncio.Event()
 
     # -- life cycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        if not self._started:
-            self.engine.start()
-            self._started = True
+        """Open the store (raising `StoreError` if it cannot be used) and start the engine."""
+        if self._started:
+            return
+        if isinstance(self._state, str | Path):
+            self.store = SqliteStore(store_path(self._state), sync=self._sync)
+        elif self._state is not None:
+            self.store = self._state
+        self.engine.start()
+        self._started = True
+
+    async def drain(self, timeout: float) -> bool:
+        """Refuse new calls and wait up to `timeout` s for in-flight ones; False if some remain."""
+        self.draining = True
+        if self._inflight == 0:
+            return True
+        self._idle.clear()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            log.warning("%d calls still running after the %.1f s drain timeout", self._inflight, timeout)
+            return False
+        return True
 
     async def aclose(self) -> None:
-        """Deactivate every instance, then stop the engine thread."""
+        """Deactivate every instance (committing what `on_deactivate` writes), close the store, stop."""
         if not self._started:
             return
+        self.draining = True
         for name in list(self._components):
             await self.unload(name, notify=False)
+        await self.engine.run(self.remotes.close)
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
         await asyncio.to_thread(self.engine.stop)
         self._started = False
 
@@ -216,7 +263,12 @@ class Host:
         routes = {n: r for n, r in self._routes.items() if r.component.spec.name not in replaced}
         new_components: list[Component] = []
         for spec in specs:
-            component = Component(spec)
+            self._check_uses(spec, routes, specs)
+            if spec.durability == "turn" and self.store is None and spec.stateful:
+                log.warning("no state store configured: component %s keeps its state in memory only", spec.name)
+            component = Component(
+                spec, store=self.store, max_call_seconds=self.max_call_seconds, bind=self._binder(spec)
+            )
             new_components.append(component)
             entries: list[tuple[ToolSpec, Any]] = [(t, None) for t in spec.tools]
             if spec.handles:
@@ -256,9 +308,76 @@ class Host:
         self._components = {n: c for n, c in self._components.items() if c is not component}
         component.closed = True
         await self.engine.run(component.close)
-        log.info("unloaded component %s", name)
+        if purge and self.store is not None:
+            await self.engine.run(lambda: self._purge(name))
+        log.info("unloaded component %s%s", name, " and purged its state" if purge else "")
         if notify:
             await self._notify()
+
+    async def _purge(self, name: str) -> None:
+        assert self.store is not None
+        await self.store.purge(name)
+
+    async def activate_eager(self) -> int:
+        """Activate every instance with durable state of each `activate="eager"` component.
+
+        Returns how many were activated. `/ready` waits for this, so background work resumes
+        before the server says it can serve.
+        """
+        store = self.store
+        if store is None:
+            return 0
+        count = 0
+        for component in list(self._components.values()):
+            if component.spec.activate != "eager" or component.store is None:
+                continue
+
+            async def run(component: Component = component) -> int:
+                assert store is not None
+                keys = await store.keys(component.spec.name)
+                for key in keys:
+                    await component.activate(None if key == "" and component.spec.key is None else key)
+                return len(keys)
+
+            count += await self.engine.run(run)
+        return count
+
+    # -- calls to other tools ---------------------------------------------------------------
+
+    def _check_uses(self, spec: ComponentSpec, routes: dict[str, Route], specs: list[ComponentSpec]) -> None:
+        for alias, target in spec.uses.items():
+            if not alias.isidentifier() or alias.startswith("_"):
+                raise ComponentError(f"component {spec.name!r}: uses alias {alias!r} must be a public identifier")
+            if not isinstance(target, str | Remote):
+                raise ComponentError(
+                    f"component {spec.name!r}: uses[{alias!r}] must be a tool name or Remote(url, tool), "
+                    f"not {target!r}"
+                )
+
+    def _binder(self, spec: ComponentSpec) -> Callable[[Any], None] | None:
+        """Give each new object of `spec` an awaitable per `uses` entry (`self.prices(...)`)."""
+        if not spec.uses:
+            return None
+        calls: dict[str, Callable[..., Coroutine[Any, Any, Any]]] = {}
+        for alias, target in spec.uses.items():
+            if isinstance(target, Remote):
+
+                async def remote(_target: Remote = target, **arguments: Any) -> Any:
+                    return await self.remotes.call(_target, arguments)
+
+                calls[alias] = remote
+            else:
+
+                async def local(_name: str = target, **arguments: Any) -> Any:
+                    return await self.call(_name, arguments)
+
+                calls[alias] = local
+
+        def bind(obj: Any) -> None:
+            for alias, call in calls.items():
+                setattr(obj, alias, call)
+
+        return bind
 
     def list(self) -> list[ComponentInfo]:
         """Every loaded component with its tools and live instance count."""
@@ -275,7 +394,7 @@ class Host:
                     durability=spec.durability,
                     tools=[n for n, r in self._routes.items() if r.component is component],
                     instances=component.live_count,
-                    details=dict(spec.details),
+                    details={**spec.details, **component.details()},
                 )
             )
         return out
@@ -299,17 +418,29 @@ class Host:
             raise ToolCallError(f"invalid arguments for tool {name!r}: {exc}") from None
 
     async def _run(self, route: Route, arguments: dict[str, Any]) -> Any:
+        # A call made from inside a turn (a component using another tool) is part of a call
+        # already counted, and must be able to finish while draining.
+        outer = not self.engine.on_engine()
+        if outer and self.draining:
+            raise ToolCallError("the server is shutting down and takes no new calls; retry after it restarts")
         component, tool, builtin = route.component, route.tool, route.builtin
+        if outer:
+            self._inflight += 1
         try:
             if builtin is not None:
                 return await self.engine.run(lambda: builtin(component, arguments))
             return await self.engine.run(lambda: component.call(tool, arguments))
-        except (CallError, ComponentError) as exc:
+        except (CallError, ComponentError, StoreError, StateValueError, RemoteCallError) as exc:
             raise ToolCallError(str(exc)) from None
         except ToolCallError:
             raise
         except Exception as exc:
             raise ToolCallError(str(exc) or type(exc).__name__) from exc
+        finally:
+            if outer:
+                self._inflight -= 1
+                if self._inflight == 0:
+                    self._idle.set()
 
     async def call(self, name: str, arguments: dict[str, Any] | None = None) -> Any:
         """Call a tool in-process and return what it returned; raises `ToolCallError` on failure."""

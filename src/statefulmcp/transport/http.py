@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -76,13 +78,45 @@ def _http_protocol() -> type[asyncio.Protocol]:
         return _nodelay_protocol(H11Protocol)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, with a drain step before it stops listening.
+
+    On the first SIGTERM/SIGINT, `on_stop` runs first (refuse new calls, let in-flight ones
+    finish) while the server still answers, so callers get a clear "shutting down" error or a 503
+    instead of a refused connection; then uvicorn shuts down as usual. A second SIGINT exits at
+    once.
+    """
+
+    def __init__(self, config: uvicorn.Config, on_stop: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(config)
+        self._on_stop = on_stop
+        self._stopping: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if self._stopping is not None:
+            if sig == signal.SIGINT:
+                log.warning("second SIGINT: exiting at once")
+                os._exit(130)
+            return
+        log.info("received %s: draining, then shutting down", signal.Signals(sig).name)
+        self._stopping = asyncio.get_running_loop().create_task(self._drain_then_exit())
+
+    async def _drain_then_exit(self) -> None:
+        try:
+            await self._on_stop()
+        finally:
+            self.should_exit = True
+
+
 async def serve_http(
     app: Starlette,
     host: str,
     port: int,
     *,
     log_level: str,
+    drain_timeout: float,
     on_started: Callable[[str], Awaitable[None]],
+    on_stop: Callable[[], Awaitable[None]],
 ) -> None:
     """Serve `app` until SIGINT/SIGTERM; `on_started(url)` runs once the socket is bound."""
     config = uvicorn.Config(
@@ -94,9 +128,9 @@ async def serve_http(
         access_log=False,
         log_config=None,
         lifespan="on",
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=max(1, int(drain_timeout)),
     )
-    server = uvicorn.Server(config)
+    server = _Server(config, on_stop)
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():
         await asyncio.sleep(0.01)

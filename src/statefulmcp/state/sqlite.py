@@ -1,0 +1,218 @@
+"""The embedded default store: one SQLite file in WAL mode, written by one dedicated thread.
+
+Every request (a load, a commit, a purge) goes through one queue to one writer thread that owns
+the only connection. The writer takes everything queued at once and runs all pending commits in
+one transaction, so N turns finishing together cost one fsync (group commit): throughput grows
+with concurrency instead of being capped at one turn per fsync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from statefulmcp.state import DELETED, Change, StoreError, Sync
+
+log = logging.getLogger("statefulmcp.state")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS state (
+    component TEXT NOT NULL,
+    key TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (component, key, name)
+) WITHOUT ROWID
+"""
+
+_Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, asyncio.Future[Any], bool]
+
+
+class SqliteStore:
+    """A `Store` on one SQLite file. `sync="os"` survives an OS crash; `"process"` only kill -9."""
+
+    def __init__(self, path: Path, *, sync: Sync = "os") -> None:
+        self.path = path.resolve() if path.is_absolute() else (Path.cwd() / path)
+        self.sync = sync
+        self._lock_file = self._take_lock()
+        try:
+            self._db = self._connect()
+        except BaseException:
+            os.close(self._lock_file)
+            raise
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="statefulmcp-store", daemon=True)
+        self._thread.start()
+
+    # -- opening ----------------------------------------------------------------------------
+
+    def _take_lock(self) -> int:
+        """Refuse to share the file with another live process: two writers would mean two truths."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(
+                f"state file {self.path}: cannot create it or its lock file ({exc.strerror}); "
+                "check that the directory exists and is writable, or pass another --state"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreError(
+                f"state file {self.path} is in use by another live statefulmcp process; stop it, "
+                "or give this one its own --state"
+            ) from None
+        return fd
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL").fetchone()
+            db.execute(f"PRAGMA synchronous={'FULL' if self.sync == 'os' else 'NORMAL'}")
+            db.execute(_SCHEMA)
+            db.execute("SELECT count(*) FROM (SELECT 1 FROM state LIMIT 1)").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(_explain(self.path, exc)) from None
+        return db
+
+    # -- the writer thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        db = self._db
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                break
+            batch = [job]
+            while True:
+                try:
+                    more = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._jobs.put(None)
+                    break
+                batch.append(more)
+            self._serve(db, batch)
+        db.close()
+
+    def _serve(self, db: sqlite3.Connection, batch: list[_Job]) -> None:
+        writes = [job for job in batch if job[3]]
+        reads = [job for job in batch if not job[3]]
+        results: list[tuple[_Job, Any, BaseException | None]] = []
+        for job in reads:
+            try:
+                results.append((job, job[0](db), None))
+            except BaseException as exc:
+                results.append((job, None, exc))
+        if writes:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                outs = [job[0](db) for job in writes]
+                db.execute("COMMIT")
+                results += [(job, out, None) for job, out in zip(writes, outs, strict=True)]
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    try:
+                        db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        log.exception("rollback after a failed commit failed")
+                error = StoreError(f"could not commit state to {self.path}: {exc}; nothing of this turn was written")
+                log.error("%s", error)
+                results += [(job, None, error) for job in writes]
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Any, BaseException | None]]] = {}
+        for item in results:
+            by_loop.setdefault(item[0][1], []).append(item)
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, items)
+            except RuntimeError:
+                log.debug("a store reply's loop is closed; dropping the reply")
+
+    async def _submit(self, work: Callable[[sqlite3.Connection], Any], *, write: bool) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._jobs.put((work, loop, future, write))
+        return await future
+
+    # -- the Store protocol -----------------------------------------------------------------
+
+    async def load(self, component: str, key: str) -> dict[str, Any]:
+        def read(db: sqlite3.Connection) -> dict[str, Any]:
+            rows = db.execute(
+                "SELECT name, value FROM state WHERE component = ? AND key = ?", (component, key)
+            ).fetchall()
+            return {name: value for name, value in rows}
+
+        return dict(await self._submit(read, write=False))
+
+    async def commit(self, changes: list[Change]) -> None:
+        def write(db: sqlite3.Connection) -> None:
+            for change in changes:
+                upserts = [(change.component, change.key, n, v) for n, v in change.names.items() if v is not DELETED]
+                deletes = [(change.component, change.key, n) for n, v in change.names.items() if v is DELETED]
+                if upserts:
+                    db.executemany("INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?)", upserts)
+                if deletes:
+                    db.executemany("DELETE FROM state WHERE component = ? AND key = ? AND name = ?", deletes)
+
+        await self._submit(write, write=True)
+
+    async def delete_instance(self, component: str, key: str) -> None:
+        """Forget one instance's state entirely (a closed handle)."""
+        await self._submit(
+            lambda db: db.execute("DELETE FROM state WHERE component = ? AND key = ?", (component, key)), write=True
+        )
+
+    async def keys(self, component: str) -> list[str]:
+        def read(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute("SELECT DISTINCT key FROM state WHERE component = ?", (component,)).fetchall()
+            return [key for (key,) in rows]
+
+        return list(await self._submit(read, write=False))
+
+    async def purge(self, component: str) -> None:
+        await self._submit(lambda db: db.execute("DELETE FROM state WHERE component = ?", (component,)), write=True)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+        os.close(self._lock_file)
+
+
+def _settle(items: list[tuple[_Job, Any, BaseException | None]]) -> None:
+    for job, result, error in items:
+        future = job[2]
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+def _explain(path: Path, exc: sqlite3.DatabaseError) -> str:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return (
+            f"state file {path} is corrupt or not a SQLite database ({text}); it was left untouched. "
+            "Restore it from a backup, or move it aside to start with empty state"
+        )
+    if "readonly" in text or "read-only" in text:
+        return f"state file {path} is on a read-only path ({text}); pass a writable --state"
+    if "unable to open" in text:
+        return f"state file {path} cannot be opened ({text}); check the path and its permissions"
+    if "locked" in text:
+        return f"state file {path} is locked by another process ({text})"
+    return f"state file {path}: {text}"

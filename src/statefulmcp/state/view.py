@@ -1,0 +1,100 @@
+"""`self.state`: one instance's durable mapping, with the writes of the current turn tracked.
+
+The view holds the committed values plus whatever the running turn wrote, so reads see the
+instance's own writes at once. It remembers the value each written name had before the turn, so
+a turn that raises (or whose commit fails) is rolled back and the view again matches the store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+from statefulmcp.state import DELETED
+
+
+class StateValueError(TypeError):
+    """A turn wrote a value to `self.state` that is not JSON; the message names the key."""
+
+
+_MISSING: Any = object()
+
+
+class StateView(MutableMapping[str, Any]):
+    """A mapping of string keys to JSON values, scoped to one instance.
+
+    Assign to persist: mutating a list or dict stored here in place is not seen as a write;
+    `self.state["items"] = items` is.
+    """
+
+    __slots__ = ("_before", "_data")
+
+    def __init__(self, data: dict[str, Any] | None = None) -> None:
+        self._data: dict[str, Any] = data if data is not None else {}
+        self._before: dict[str, Any] = {}
+
+    @classmethod
+    def from_rows(cls, rows: dict[str, str]) -> StateView:
+        """A view of committed rows (name -> JSON text), skipping the host's own markers."""
+        return cls({name: json.loads(text) for name, text in rows.items() if not name.startswith("\x00")})
+
+    def __getitem__(self, name: str) -> Any:
+        return self._data[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"StateView({self._data!r})"
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if not isinstance(name, str) or name.startswith("\x00"):
+            raise TypeError(f"self.state keys are strings not starting with NUL, not {name!r}")
+        if name not in self._before:
+            self._before[name] = self._data.get(name, _MISSING)
+        self._data[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        if name not in self._data:
+            raise KeyError(name)
+        if name not in self._before:
+            self._before[name] = self._data[name]
+        del self._data[name]
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._before)
+
+    def changes(self) -> dict[str, Any]:
+        """The turn's writes as name -> JSON text (or `DELETED`); raises `StateValueError`."""
+        out: dict[str, Any] = {}
+        for name in self._before:
+            if name not in self._data:
+                out[name] = DELETED
+                continue
+            try:
+                out[name] = json.dumps(self._data[name], separators=(",", ":"), allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise StateValueError(
+                    f"self.state[{name!r}] holds a {type(self._data[name]).__name__}, which is not JSON "
+                    f"({exc}); nothing of this turn was written. Store JSON values: dict, list, str, "
+                    "int, float, bool or None"
+                ) from None
+        return out
+
+    def accept(self) -> None:
+        """The turn's writes are committed: forget what they replaced."""
+        self._before.clear()
+
+    def rollback(self) -> None:
+        """Undo the turn's writes, so the view matches the committed state again."""
+        for name, old in self._before.items():
+            if old is _MISSING:
+                self._data.pop(name, None)
+            else:
+                self._data[name] = old
+        self._before.clear()

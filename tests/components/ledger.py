@@ -1,0 +1,69 @@
+"""Durable test components: a keyed ledger, hooks that write, and an eagerly activated one."""
+
+import asyncio
+
+from statefulmcp import component, tool
+
+
+@component(stateful=True, key="account")
+class Ledger:
+    async def on_activate(self) -> None:
+        self.balance = self.state.get("balance", 0)
+
+    @tool
+    async def deposit(self, account: str, amount: int) -> int:
+        self.balance += amount
+        self.state["balance"] = self.balance
+        return self.balance
+
+    @tool
+    async def balance_of(self, account: str) -> int:
+        return self.balance
+
+    @tool
+    async def deposit_then_fail(self, account: str, amount: int) -> int:
+        self.state["balance"] = self.balance + amount
+        raise RuntimeError("failed after writing")
+
+    @tool
+    async def store_bad_value(self, account: str) -> int:
+        self.state["balance"] = self.balance + 1
+        self.state["when"] = {1, 2, 3}
+        return 0
+
+    @tool
+    async def store_blob(self, account: str, size: int) -> int:
+        self.state["blob"] = "x" * size
+        return size
+
+    @tool
+    async def slow_deposit(self, account: str, amount: int, seconds: float) -> int:
+        await asyncio.sleep(seconds)
+        self.balance += amount
+        self.state["balance"] = self.balance
+        return self.balance
+
+    async def on_deactivate(self) -> None:
+        self.state["deactivated"] = True
+
+    @tool
+    async def was_deactivated(self, account: str) -> bool:
+        return bool(self.state.get("deactivated", False))
+
+
+@component(stateful=True, key="sensor", activate="eager")
+class Sensor:
+    async def on_activate(self) -> None:
+        await asyncio.sleep(1.0)  # slow recovery: /ready must wait for it
+        self.readings = list(self.state.get("readings", []))
+        self.state["activations"] = self.state.get("activations", 0) + 1
+
+    @tool
+    async def record(self, sensor: str, value: float) -> int:
+        self.readings.append(value)
+        self.state["readings"] = self.readings
+        return len(self.readings)
+
+    @tool
+    async def activations(self, sensor: str) -> int:
+        return int(self.state["activations"])
