@@ -237,7 +237,8 @@ class Host:
     def _specs_of(self, target: str | Path | object, options: LoadOptions | None) -> list[ComponentSpec]:
         if not isinstance(target, str | Path):
             return specs_from_object(target, options)
-        path = Path(target).resolve()
+        # absolute, not resolved: a .wasm policy file is looked up beside the path as given
+        path = Path(target).absolute()
         if path.is_dir():
             files = sorted(p for p in path.iterdir() if p.suffix in _SUFFIXES and not p.name.startswith("_"))
             if not files:

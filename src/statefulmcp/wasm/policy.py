@@ -1,0 +1,197 @@
+"""What a WebAssembly component may touch and spend: grants, limits and load defaults.
+
+Everything is denied unless granted. A policy is a TOML file named after the component and
+kept beside it (`notes.wasm` -> `notes.toml`), so whoever installs a component also reviews
+what it may do (`notes.yaml` works too, with the same keys):
+
+    stateful = true            # load defaults; load options given at load time win
+    key = "session"
+
+    [limits]
+    deadline_seconds = 10      # wall clock per call (epoch interruption)
+    fuel = 50_000_000          # optional: instructions per call, roughly
+    memory_mib = 64            # linear memory cap per instance
+
+    [env]
+    allow = ["GREETING"]       # passed through from the host's environment, by name
+
+    [[dir]]
+    host = "data"              # relative to the policy file
+    guest = "/data"
+    mode = "read-only"         # or "read-write"; never implied
+
+Without a policy file the component gets no directories, no environment and the default limits.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from statefulmcp.components import ComponentError, LoadOptions
+
+DEFAULT_DEADLINE_SECONDS = 10.0
+DEFAULT_MEMORY_MIB = 64
+
+_TOP_KEYS = {"name", "stateful", "key", "handles", "limits", "env", "dir"}
+_LIMIT_KEYS = {"deadline_seconds", "fuel", "memory_mib"}
+_DIR_KEYS = {"host", "guest", "mode"}
+_MODES = {"read-only": False, "read-write": True}
+
+
+@dataclass(frozen=True, slots=True)
+class DirGrant:
+    """A host directory the component sees at `guest`; `writable` only when granted read-write."""
+
+    host: Path
+    guest: str
+    writable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-call and per-instance limits; a call that exceeds one traps and loses its instance."""
+
+    deadline_seconds: float = DEFAULT_DEADLINE_SECONDS
+    fuel: int | None = None
+    memory_mib: int = DEFAULT_MEMORY_MIB
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The grants, limits and load defaults of one component."""
+
+    dirs: tuple[DirGrant, ...] = ()
+    env: tuple[str, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+    options: LoadOptions = field(default_factory=LoadOptions)
+    source: Path | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """The grants and limits as `list_components` shows them."""
+        return {
+            "policy": str(self.source) if self.source else None,
+            "dirs": [
+                {"host": str(d.host), "guest": d.guest, "mode": "read-write" if d.writable else "read-only"}
+                for d in self.dirs
+            ],
+            "env": list(self.env),
+            "network": "denied",
+            "limits": {
+                "deadline_seconds": self.limits.deadline_seconds,
+                "fuel": self.limits.fuel,
+                "memory_mib": self.limits.memory_mib,
+            },
+        }
+
+
+_FORMATS: dict[str, Callable[[str], Any]] = {
+    ".toml": tomllib.loads,
+    ".yaml": yaml.safe_load,
+    ".yml": yaml.safe_load,
+}
+
+
+def policy_path(component: Path) -> Path | None:
+    """The policy file beside a component (same stem, `.toml`, `.yaml` or `.yml`), if any."""
+    found = [component.with_suffix(suffix) for suffix in _FORMATS if component.with_suffix(suffix).is_file()]
+    if len(found) > 1:
+        raise ComponentError(
+            f"{component}: several policy files ({', '.join(p.name for p in found)}); keep exactly one"
+        )
+    return found[0] if found else None
+
+
+def load_policy(component: Path) -> Policy:
+    """The policy beside `component`, or the deny-everything default when there is none."""
+    path = policy_path(component)
+    if path is None:
+        return Policy()
+    try:
+        data = _FORMATS[path.suffix](path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ComponentError(f"{path}: cannot read the policy of {component.name}: {exc}") from None
+    if data is None:
+        return Policy(source=path)
+    if not isinstance(data, dict):
+        raise ComponentError(f"{path}: a policy is a table of keys, not {type(data).__name__}")
+    return _parse(path, data)
+
+
+class _Reader:
+    """Typed access to one table of a policy file, with errors that name the file and the key."""
+
+    def __init__(self, path: Path, table: dict[str, Any], where: str, allowed: set[str]) -> None:
+        self.path, self.table, self.where = path, table, where
+        unknown = sorted(set(table) - allowed)
+        if unknown:
+            self.fail(unknown[0], f"unknown key; expected one of {sorted(allowed)}")
+
+    def fail(self, key: str, problem: str) -> None:
+        raise ComponentError(f"{self.path}: {self.where}{key}: {problem}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], what: str) -> Any:
+        value = self.table.get(key)
+        if value is not None and (
+            not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool)
+        ):
+            self.fail(key, f"must be {what}, not {value!r}")
+        return value
+
+
+def _parse(path: Path, data: dict[str, Any]) -> Policy:
+    top = _Reader(path, data, "", _TOP_KEYS)
+    limits_table = top.get("limits", dict, "a table") or {}
+    lim = _Reader(path, limits_table, "limits.", _LIMIT_KEYS)
+    deadline = lim.get("deadline_seconds", (int, float), "a number of seconds")
+    fuel = lim.get("fuel", int, "a whole number")
+    memory = lim.get("memory_mib", int, "a whole number of MiB")
+    for key, value in (("deadline_seconds", deadline), ("fuel", fuel), ("memory_mib", memory)):
+        if value is not None and value <= 0:
+            lim.fail(key, "must be positive")
+    env_table = top.get("env", dict, "a table") or {}
+    env = _Reader(path, env_table, "env.", {"allow"}).get("allow", list, "a list of variable names") or []
+    if not all(isinstance(name, str) and name and "=" not in name for name in env):
+        top.fail("env.allow", f"must list variable names, not {env!r}")
+    return Policy(
+        dirs=tuple(
+            _dir(path, i, table) for i, table in enumerate(top.get("dir", list, "an array of tables") or [])
+        ),
+        env=tuple(env),
+        limits=Limits(
+            deadline_seconds=float(deadline) if deadline is not None else DEFAULT_DEADLINE_SECONDS,
+            fuel=fuel,
+            memory_mib=memory if memory is not None else DEFAULT_MEMORY_MIB,
+        ),
+        options=LoadOptions(
+            name=top.get("name", str, "a string"),
+            stateful=top.get("stateful", bool, "true or false"),
+            key=top.get("key", str, "an argument name"),
+            handles=top.get("handles", bool, "true or false"),
+        ),
+        source=path,
+    )
+
+
+def _dir(path: Path, index: int, table: Any) -> DirGrant:
+    if not isinstance(table, dict):
+        raise ComponentError(f"{path}: dir[{index}]: must be a table with host, guest and mode")
+    reader = _Reader(path, table, f"dir[{index}].", _DIR_KEYS)
+    host = reader.get("host", str, "a directory path")
+    guest = reader.get("guest", str, "an absolute guest path")
+    mode = reader.get("mode", str, '"read-only" or "read-write"')
+    if host is None or guest is None:
+        reader.fail("host" if host is None else "guest", "is required")
+    if mode not in _MODES:
+        reader.fail("mode", 'is required: say "read-only" or "read-write" explicitly')
+    if not guest.startswith("/"):
+        reader.fail("guest", f"must be an absolute path, not {guest!r}")
+    resolved = (path.parent / host).resolve()
+    if not resolved.is_dir():
+        reader.fail("host", f"{resolved} is not a directory")
+    return DirGrant(host=resolved, guest=guest, writable=_MODES[mode])

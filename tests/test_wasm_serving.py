@@ -1,0 +1,173 @@
+"""WebAssembly components served by a real `statefulmcp serve` process, through the MCP client."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import wasmtime
+from conftest import error, http_session, running, text, value
+from mcp.shared.exceptions import MCPError
+from wasm_components.build import notes_component
+
+WAT = Path(__file__).parent / "wasm_components"
+
+pytestmark = pytest.mark.anyio
+
+
+def install(directory: Path, wat: str, policy: str | None = None) -> Path:
+    """Assemble a WAT test component into `directory/<wat>.wasm`, with its policy beside it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{wat}.wasm"
+    path.write_bytes(wasmtime.wat2wasm((WAT / f"{wat}.wat").read_text()))
+    if policy is not None:
+        (directory / f"{wat}.toml").write_text(policy)
+    return path
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {"STATEFULMCP_CACHE_DIR": os.environ.get("STATEFULMCP_CACHE_DIR", str(tmp_path / "cache"))}
+
+
+async def test_tools_and_schemas_are_listed_and_every_type_round_trips(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    types = install(tmp_path / "components", "types")
+    with running(types, tmp=tmp_path, env=env) as server:
+        async with http_session(server.url) as session:
+            tools = {t.name: t for t in (await session.list_tools()).tools}
+            assert {"types_echo_u8", "types_make_point", "types_left_which", "types_right_which"} <= set(
+                tools
+            )
+            assert tools["types_echo_u8"].input_schema["properties"]["x"] == {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": 255,
+            }
+            assert tools["types_make_point"].output_schema is not None
+            point = {"x": 1, "y": -2, "label": "hé"}
+            assert value(await session.call_tool("types_echo_record", {"x": point})) == point
+            for name, arg in [
+                ("echo_u64", 2**64 - 1),
+                ("echo_char", "é"),
+                ("echo_flags", ["write"]),
+                ("echo_tuple", [1, "a", False]),
+                ("echo_option", None),
+                ("echo_variant", {"label": "v"}),
+                ("echo_points", [point]),
+                ("echo_bytes", [0, 255]),
+            ]:
+                assert value(await session.call_tool(f"types_{name}", {"x": arg})) == arg, name
+            assert value(await session.call_tool("types_scale", {"x": 6, "factor": 7})) == 42
+            failed = await session.call_tool("types_echo_result", {"x": {"err": "nope"}})
+            assert failed.is_error and text(failed) == "nope"
+            assert failed.structured_content == {"error": "nope"}
+            refused = error(await session.call_tool("types_echo_u8", {"x": 300}))
+            assert "field 'x': 300 is out of range for u8" in refused
+            refused = error(await session.call_tool("types_echo_record", {"x": {**point, "y": "2"}}))
+            assert "field 'x.y'" in refused
+
+
+async def test_stateless_calls_see_fresh_memory(tmp_path: Path, env: dict[str, str]) -> None:
+    counter = install(tmp_path / "components", "counter")
+    with running(counter, tmp=tmp_path, env=env) as server:
+        async with http_session(server.url) as session:
+            for _ in range(2):
+                assert value(await session.call_tool("counter_add", {"session": "a", "n": 5})) == 5
+
+
+TRAP_POLICY = """
+stateful = true
+key = "session"
+
+[limits]
+deadline_seconds = 0.5
+memory_mib = 8
+"""
+
+
+async def test_stateful_keys_keep_isolated_memory_and_survive_traps(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    counter = install(tmp_path / "components", "counter", TRAP_POLICY)
+    with running(counter, tmp=tmp_path, env=env) as server:
+        async with http_session(server.url) as session:
+
+            async def add(key: str, n: int) -> int:
+                result: int = value(await session.call_tool("counter_add", {"session": key, "n": n}))
+                return result
+
+            assert await add("a", 5) == 5
+            assert await add("a", 2) == 7
+            assert await add("b", 1) == 1
+            for trap, cause in [
+                ("counter_spin", "exceeded its deadline of 0.5 s"),
+                ("counter_hog", "8 MiB memory cap"),
+                ("counter_crash", "aborted"),
+            ]:
+                assert await add("a", 1) >= 1
+                message = error(await session.call_tool(trap, {"session": "a"}))
+                assert cause in message and "in-memory state was lost" in message, message
+                assert "cannot enter component instance" not in message
+                assert await add("a", 3) == 3, "the next call starts fresh"
+            assert await add("b", 1) == 2, "other instances are untouched"
+            listed = await session.call_tool("list_components", {})
+            (info,) = [c for c in listed.structured_content["components"] if c["name"] == "counter"]  # type: ignore[index]
+            assert info["details"]["limits"]["memory_mib"] == 8
+            assert info["details"]["network"] == "denied"
+        assert server.proc.poll() is None, "the server stays up"
+
+
+async def test_load_component_options_and_unload_reload_start_fresh(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    allowed = tmp_path / "components"
+    install(allowed, "counter")
+    with running("--allow-load", allowed, tmp=tmp_path, env=env) as server:
+        async with http_session(server.url) as session:
+            loaded = await session.call_tool(
+                "load_component", {"path": "counter.wasm", "stateful": True, "key": "session"}
+            )
+            assert not loaded.is_error, text(loaded)
+            assert value(await session.call_tool("counter_add", {"session": "s", "n": 4})) == 4
+            assert value(await session.call_tool("counter_add", {"session": "s", "n": 4})) == 8
+            assert not (await session.call_tool("unload_component", {"name": "counter"})).is_error
+            with pytest.raises(MCPError, match="unknown tool 'counter_add'"):
+                await session.call_tool("counter_add", {"session": "s", "n": 1})
+            await session.call_tool(
+                "load_component", {"path": "counter.wasm", "stateful": True, "key": "session"}
+            )
+            assert value(await session.call_tool("counter_add", {"session": "s", "n": 1})) == 1
+            refused = await session.call_tool(
+                "load_component", {"path": "counter.wasm", "durability": "turn"}
+            )
+            assert refused.is_error and "not persisted" in text(refused)
+
+
+@pytest.mark.slow
+async def test_a_componentize_py_component_keeps_python_state_per_instance(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    directory = tmp_path / "components"
+    directory.mkdir()
+    shutil.copy(notes_component(), directory / "notes.wasm")
+    (directory / "notes.toml").write_text("stateful = true\n")
+    with running(directory / "notes.wasm", tmp=tmp_path, env=env) as server:
+        async with http_session(server.url) as session:
+            names = {t.name for t in (await session.list_tools()).tools}
+            assert {"notes_add_note", "notes_list_notes", "notes_read_file"} <= names
+            assert not any("init" in name for name in names)
+            await session.call_tool("notes_add_note", {"text": "one"})
+            await session.call_tool("notes_add_note", {"text": "two"})
+            assert value(await session.call_tool("notes_list_notes", {})) == ["one", "two"]
+            failed = await session.call_tool("notes_read_file", {"path": "/etc/passwd"})
+            assert failed.is_error and "FileNotFoundError" in text(failed)
+            panicked = error(await session.call_tool("notes_panic", {"message": "boom"}))
+            assert "RuntimeError: boom" in panicked and "in-memory state was lost" in panicked
+            assert value(await session.call_tool("notes_list_notes", {})) == []
+            listed = json.loads(text(await session.call_tool("list_components", {})))
+            assert [c["details"]["env"] for c in listed if c["name"] == "notes"] == [[]]
