@@ -14,7 +14,6 @@ from pathlib import Path
 import anyio
 import httpx2 as httpx
 import pytest
-
 from conftest import COMPONENTS, EXAMPLES, error, http_session, running, start_server, value
 
 pytestmark = pytest.mark.anyio

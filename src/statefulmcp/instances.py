@@ -510,7 +510,11 @@ class Component:
         )
 
     def details(self) -> dict[str, Any]:
-        return {"background": {name: stats.summary() for name, stats in self.loops.items()}} if self.loops else {}
+        """Live introspection for `list_components`: waiting calls and background loop health."""
+        out: dict[str, Any] = {"waiters": sum(len(i.waiters) for i in self.instances.values())}
+        if self.loops:
+            out["background"] = {name: stats.summary() for name, stats in self.loops.items()}
+        return out
 
 
 async def _sleep_precise(loop: asyncio.AbstractEventLoop, delay: float) -> None:

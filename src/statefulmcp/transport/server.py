@@ -9,8 +9,10 @@ still wraps every message).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -39,6 +41,9 @@ from statefulmcp.components import ComponentError, LoadOptions, tool_result_text
 from statefulmcp.host import Host
 
 log = logging.getLogger("statefulmcp.transport")
+
+HEARTBEAT_SECONDS = 2.0
+"""How often a call whose client sent a progress token hears that it is still running."""
 
 _ADMIN_LIST = Tool(
     name="list_components",
@@ -196,6 +201,30 @@ class McpFrontend:
         raise MCPError(
             INVALID_PARAMS, f"unknown tool {name!r}; call tools/list to see what this server offers"
         )
+
+    async def _call_with_heartbeat(
+        self, ctx: ServerRequestContext[Any], name: str, arguments: dict[str, Any]
+    ) -> CallToolResult:
+        """Run a call, sending a progress notification every few seconds until it ends.
+
+        A long-poll may wait minutes in silence; clients and proxies time out silent requests,
+        so a caller that asked for progress (by sending a token) hears from us meanwhile.
+        """
+        call = asyncio.ensure_future(self.host.call_result(name, arguments))
+        started = time.monotonic()
+        try:
+            while True:
+                done, _ = await asyncio.wait({call}, timeout=HEARTBEAT_SECONDS)
+                if done:
+                    return call.result()
+                elapsed = time.monotonic() - started
+                try:
+                    await ctx.session.report_progress(elapsed, None, f"{name}: still running after {elapsed:.0f} s")
+                except Exception as exc:  # progress is best effort; the call goes on
+                    log.debug("progress notification failed: %s", exc)
+        finally:
+            if not call.done():
+                call.cancel()
 
     def _list_components(self) -> CallToolResult:
         components = [asdict(info) for info in self.host.list()]
