@@ -103,7 +103,9 @@ async def test_sigterm_drains_in_flight_calls_runs_on_deactivate_and_exits_0(tmp
             async def slow() -> None:
                 results.append(
                     value(
-                        await session.call_tool("ledger_slow_deposit", {"account": "a", "amount": 7, "seconds": 1.5})
+                        await session.call_tool(
+                            "ledger_slow_deposit", {"account": "a", "amount": 7, "seconds": 1.5}
+                        )
                     )
                 )
 
@@ -174,7 +176,9 @@ async def test_unload_keeps_durable_state_unless_purged_and_handles_survive_rest
             await session.call_tool("load_component", {"path": "notes.py"})
             assert value(await session.call_tool("notes_list", {"session": handle})) == ["remember me"]
             assert value(await session.call_tool("notes_close", {"session": handle})) is True
-            assert "unknown or closed handle" in error(await session.call_tool("notes_list", {"session": handle}))
+            assert "unknown or closed handle" in error(
+                await session.call_tool("notes_list", {"session": handle})
+            )
 
 
 def _start_fails(tmp_path: Path, *args: str | Path) -> str:
@@ -241,7 +245,10 @@ async def test_a_full_disk_fails_the_turn_and_commits_work_again_once_space_is_b
                 assert "could not commit state" in full and "full" in full
                 filler.unlink()
                 assert value(await session.call_tool("ledger_deposit", {"account": "a", "amount": 1})) == 2
-                assert value(await session.call_tool("ledger_store_blob", {"account": "a", "size": 1000})) == 1000
+                assert (
+                    value(await session.call_tool("ledger_store_blob", {"account": "a", "size": 1000}))
+                    == 1000
+                )
             server.stop(signal.SIGKILL)
         with running(LEDGER, "--state", str(disk / "state.db"), tmp=tmp_path) as server:
             assert await balances(server.url, ["a"]) == {"a": 2}

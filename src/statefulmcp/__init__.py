@@ -5,5 +5,15 @@ The public API is this module's names and nothing else; everything in submodules
 
 from statefulmcp.components import LoadOptions, background, component, tool
 from statefulmcp.host import ComponentInfo, Host, ToolCallError
+from statefulmcp.remote import Remote
 
-__all__ = ["ComponentInfo", "Host", "LoadOptions", "ToolCallError", "background", "component", "tool"]
+__all__ = [
+    "ComponentInfo",
+    "Host",
+    "LoadOptions",
+    "Remote",
+    "ToolCallError",
+    "background",
+    "component",
+    "tool",
+]

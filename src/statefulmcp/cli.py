@@ -103,7 +103,9 @@ async def _serve_stdio(host: Host, frontend: McpFrontend, drain_timeout: float) 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with stdio_server() as (read, write):
-        serving = asyncio.create_task(frontend.server.run(read, write, frontend.server.create_initialization_options()))
+        serving = asyncio.create_task(
+            frontend.server.run(read, write, frontend.server.create_initialization_options())
+        )
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if stop.is_set():

@@ -465,7 +465,11 @@ def _refuse_second_copy(path: Path, module_name: str) -> None:
         except OSError:
             continue
         if same:
-            how = "runs as the __main__ script" if name == "__main__" else f"is already imported as module {name!r}"
+            how = (
+                "runs as the __main__ script"
+                if name == "__main__"
+                else f"is already imported as module {name!r}"
+            )
             raise ComponentError(
                 f"{path} {how}; loading it again would make a second copy of its components. "
                 "Pass the module object instead (host.load(sys.modules[__name__])), or keep the components "

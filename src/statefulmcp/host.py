@@ -266,7 +266,9 @@ class Host:
         for spec in specs:
             self._check_uses(spec, routes, specs)
             if spec.durability == "turn" and self.store is None and spec.stateful:
-                log.warning("no state store configured: component %s keeps its state in memory only", spec.name)
+                log.warning(
+                    "no state store configured: component %s keeps its state in memory only", spec.name
+                )
             component = Component(
                 spec, store=self.store, max_call_seconds=self.max_call_seconds, bind=self._binder(spec)
             )
@@ -348,7 +350,9 @@ class Host:
     def _check_uses(self, spec: ComponentSpec, routes: dict[str, Route], specs: list[ComponentSpec]) -> None:
         for alias, target in spec.uses.items():
             if not alias.isidentifier() or alias.startswith("_"):
-                raise ComponentError(f"component {spec.name!r}: uses alias {alias!r} must be a public identifier")
+                raise ComponentError(
+                    f"component {spec.name!r}: uses alias {alias!r} must be a public identifier"
+                )
             if not isinstance(target, str | Remote):
                 raise ComponentError(
                     f"component {spec.name!r}: uses[{alias!r}] must be a tool name or Remote(url, tool), "

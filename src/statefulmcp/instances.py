@@ -184,7 +184,9 @@ class Component:
             ) from None
 
     def _limit(self, tool: ToolSpec) -> tuple[float | None, str]:
-        if tool.timeout is not None and (self.max_call_seconds is None or tool.timeout <= self.max_call_seconds):
+        if tool.timeout is not None and (
+            self.max_call_seconds is None or tool.timeout <= self.max_call_seconds
+        ):
             return tool.timeout, f"@tool(timeout={tool.timeout:g})"
         return self.max_call_seconds, f"--max-call-seconds {self.max_call_seconds:g}"
 
@@ -200,7 +202,9 @@ class Component:
             if instance is None:
                 instance = self.instances[key] = Instance(key)
             try:
-                return await self.turn(instance, functools.partial(self._invoke_on, tool, instance, arguments))
+                return await self.turn(
+                    instance, functools.partial(self._invoke_on, tool, instance, arguments)
+                )
             except _Stale:
                 if self.closed:
                     raise CallError(f"component {spec.name!r} was unloaded; list the tools again") from None
@@ -213,7 +217,9 @@ class Component:
         """Run `body` as one turn of `instance`: activate first if needed, commit at the end."""
         held = _held.get()
         if instance in held:
-            chain = " -> ".join(f"{self.spec.name}[{i.key!r}]" if i.key is not None else self.spec.name for i in held)
+            chain = " -> ".join(
+                f"{self.spec.name}[{i.key!r}]" if i.key is not None else self.spec.name for i in held
+            )
             raise CallError(
                 f"deadlock refused: this call would wait on its own instance ({chain} -> itself); "
                 "an instance cannot call a tool of itself, directly or through a cycle"
@@ -300,7 +306,9 @@ class Component:
 
     # -- waits ------------------------------------------------------------------------------
 
-    async def wait_until(self, instance: Instance, predicate: Callable[[], object], timeout: float | None) -> None:
+    async def wait_until(
+        self, instance: Instance, predicate: Callable[[], object], timeout: float | None
+    ) -> None:
         """Release the turn until `predicate()` holds, then take it back (see `Instance` docs)."""
         if predicate():
             return
@@ -321,7 +329,9 @@ class Component:
                     self._release(instance)
         except TimeoutError:
             await self._acquire(instance)
-            raise TimeoutError(f"wait_until timed out after {timeout:g} s; the condition never held") from None
+            raise TimeoutError(
+                f"wait_until timed out after {timeout:g} s; the condition never held"
+            ) from None
         finally:
             instance.waiters.remove(waiter)
 
@@ -355,12 +365,12 @@ class Component:
             raise
         instance.activated = True
         for name, decl in self.spec.backgrounds:
-            if decl.every is None:
-                instance.tasks.append(asyncio.create_task(self._loop(instance, name), name=f"{self.spec.name}.{name}"))
-            else:
-                instance.tasks.append(
-                    asyncio.create_task(self._ticks(instance, name, decl.every), name=f"{self.spec.name}.{name}")
-                )
+            work = (
+                self._loop(instance, name) if decl.every is None else self._ticks(instance, name, decl.every)
+            )
+            # A fresh context: the loop outlives this turn and must not count as inside it.
+            task = asyncio.create_task(work, name=f"{self.spec.name}.{name}", context=contextvars.Context())
+            instance.tasks.append(task)
 
     async def activate(self, key: str | None) -> None:
         """Activate the instance for `key` now, without a call (eager activation)."""
@@ -530,4 +540,3 @@ async def _sleep_precise(loop: asyncio.AbstractEventLoop, delay: float) -> None:
         delay -= coarse
     if delay > 0:
         await loop.run_in_executor(None, time.sleep, delay)
-

@@ -55,7 +55,10 @@ class _Connection:
 
     async def _hold(self) -> None:
         try:
-            async with streamable_http_client(self.url) as (read, write), ClientSession(read, write) as session:
+            async with (
+                streamable_http_client(self.url) as (read, write),
+                ClientSession(read, write) as session,
+            ):
                 await session.initialize()
                 self.session = session
                 self._ready.set_result(None)

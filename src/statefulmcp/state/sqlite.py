@@ -127,7 +127,9 @@ class SqliteStore:
                         db.execute("ROLLBACK")
                     except sqlite3.Error:
                         log.exception("rollback after a failed commit failed")
-                error = StoreError(f"could not commit state to {self.path}: {exc}; nothing of this turn was written")
+                error = StoreError(
+                    f"could not commit state to {self.path}: {exc}; nothing of this turn was written"
+                )
                 log.error("%s", error)
                 results += [(job, None, error) for job in writes]
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Any, BaseException | None]]] = {}
@@ -159,7 +161,9 @@ class SqliteStore:
     async def commit(self, changes: list[Change]) -> None:
         def write(db: sqlite3.Connection) -> None:
             for change in changes:
-                upserts = [(change.component, change.key, n, v) for n, v in change.names.items() if v is not DELETED]
+                upserts = [
+                    (change.component, change.key, n, v) for n, v in change.names.items() if v is not DELETED
+                ]
                 deletes = [(change.component, change.key, n) for n, v in change.names.items() if v is DELETED]
                 if upserts:
                     db.executemany("INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?)", upserts)
@@ -171,7 +175,8 @@ class SqliteStore:
     async def delete_instance(self, component: str, key: str) -> None:
         """Forget one instance's state entirely (a closed handle)."""
         await self._submit(
-            lambda db: db.execute("DELETE FROM state WHERE component = ? AND key = ?", (component, key)), write=True
+            lambda db: db.execute("DELETE FROM state WHERE component = ? AND key = ?", (component, key)),
+            write=True,
         )
 
     async def keys(self, component: str) -> list[str]:
@@ -182,7 +187,9 @@ class SqliteStore:
         return list(await self._submit(read, write=False))
 
     async def purge(self, component: str) -> None:
-        await self._submit(lambda db: db.execute("DELETE FROM state WHERE component = ?", (component,)), write=True)
+        await self._submit(
+            lambda db: db.execute("DELETE FROM state WHERE component = ?", (component,)), write=True
+        )
 
     def close(self) -> None:
         if self._thread.is_alive():

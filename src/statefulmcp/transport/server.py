@@ -191,6 +191,8 @@ class McpFrontend:
         name = params.name
         arguments = params.arguments or {}
         if self.host.route(name) is not None:
+            if _wants_progress(ctx):
+                return await self._call_with_heartbeat(ctx, name, arguments)
             return await self.host.call_result(name, arguments)
         if name == "list_components":
             return self._list_components()
@@ -219,7 +221,9 @@ class McpFrontend:
                     return call.result()
                 elapsed = time.monotonic() - started
                 try:
-                    await ctx.session.report_progress(elapsed, None, f"{name}: still running after {elapsed:.0f} s")
+                    await ctx.session.report_progress(
+                        elapsed, None, f"{name}: still running after {elapsed:.0f} s"
+                    )
                 except Exception as exc:  # progress is best effort; the call goes on
                     log.debug("progress notification failed: %s", exc)
         finally:
@@ -275,6 +279,11 @@ class McpFrontend:
         result = tool_result_text(f"unloaded {name}")
         result.structured_content = {"unloaded": name}
         return result
+
+
+def _wants_progress(ctx: ServerRequestContext[Any]) -> bool:
+    meta = ctx.params.get("_meta") if ctx.params else None
+    return isinstance(meta, Mapping) and meta.get("progressToken") is not None
 
 
 def _json(value: Any) -> str:
