@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
+import heapq
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -168,3 +171,56 @@ class Engine:
     def submit(self, make: Callable[[], Coroutine[Any, Any, Any]]) -> concurrent.futures.Future[Any]:
         """Start `make()` on the engine from any thread, without waiting (for sync callers)."""
         return asyncio.run_coroutine_threadsafe(make(), self.loop)
+
+
+class _Clock:
+    """One thread that wakes loops at precise instants, for sub-millisecond periodic ticks.
+
+    Event loops wait with millisecond timers, so a 1 kHz tick scheduled through `asyncio.sleep`
+    would be up to a millisecond late. This thread instead waits on a condition variable, which
+    the kernel wakes within microseconds, then hands the wake-up to the waiting loop.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+
+    def wake_at(self, when: float, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="statefulmcp-clock", daemon=True)
+                self._thread.start()
+            self._seq += 1
+            heapq.heappush(self._heap, (when, self._seq, loop, future))
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > time.perf_counter():
+                    timeout = self._heap[0][0] - time.perf_counter() if self._heap else None
+                    self._cond.wait(timeout)
+                _, _, loop, future = heapq.heappop(self._heap)
+            with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting any more
+                loop.call_soon_threadsafe(_resolve, future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+_clock = _Clock()
+
+
+async def sleep_until(when: float) -> None:
+    """Sleep until `time.perf_counter()` reaches `when`, precise to tens of microseconds."""
+    loop = asyncio.get_running_loop()
+    if when - time.perf_counter() > 0.01:
+        # The bulk of a long wait goes to the loop's own timer; only the end needs precision.
+        await asyncio.sleep(when - time.perf_counter() - 0.005)
+    future: asyncio.Future[None] = loop.create_future()
+    _clock.wake_at(when, loop, future)
+    await future

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from statefulmcp.components import ComponentSpec, InstanceLost, ToolSpec
+from statefulmcp.engine import sleep_until
 from statefulmcp.state import Change, Store
 from statefulmcp.state.view import StateView
 
@@ -477,16 +478,14 @@ class Component:
         """
         stats = self.loops[name]
         method = getattr(instance.obj, name)
-        loop = asyncio.get_running_loop()
         clock = time.perf_counter
         start = clock()
         n = 1
         backoff = 0.0
         while True:
             due = start + n * period
-            delay = due - clock()
-            if delay > 0:
-                await _sleep_precise(loop, delay)
+            if due > clock():
+                await sleep_until(due)
             late = clock() - due
             if late > period:
                 behind = int(late // period)
@@ -526,17 +525,3 @@ class Component:
             out["background"] = {name: stats.summary() for name, stats in self.loops.items()}
         return out
 
-
-async def _sleep_precise(loop: asyncio.AbstractEventLoop, delay: float) -> None:
-    """Sleep `delay` seconds with sub-millisecond precision.
-
-    Event loops wake on millisecond timers, which would make a 1 kHz tick up to a millisecond
-    late. The coarse part of the wait goes to the loop; the last stretch is a worker thread's
-    `time.sleep`, which the kernel wakes at the right microsecond.
-    """
-    coarse = delay - 0.002
-    if coarse > 0:
-        await asyncio.sleep(coarse)
-        delay -= coarse
-    if delay > 0:
-        await loop.run_in_executor(None, time.sleep, delay)
