@@ -168,10 +168,6 @@ class Engine:
             self._inbox.post(cancel)
             raise
 
-    def submit(self, make: Callable[[], Coroutine[Any, Any, Any]]) -> concurrent.futures.Future[Any]:
-        """Start `make()` on the engine from any thread, without waiting (for sync callers)."""
-        return asyncio.run_coroutine_threadsafe(make(), self.loop)
-
 
 class _Clock:
     """One thread that wakes loops at precise instants, for sub-millisecond periodic ticks.

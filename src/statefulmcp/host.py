@@ -162,6 +162,7 @@ class Host:
         self.draining = False
         self._inflight = 0
         self._idle = asyncio.Event()
+        self._changing = asyncio.Lock()  # one load or unload at a time
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -226,11 +227,20 @@ class Host:
     async def load(self, target: str | Path | object, options: LoadOptions | None = None) -> list[str]:
         """Load a file, a directory of files, or an in-process object; return the component names.
 
-        A component whose name is already loaded is replaced (its instances start fresh). A tool
-        name already served by another component is refused, and nothing changes.
+        A component whose name is already loaded is replaced: its instances are deactivated
+        (their `on_deactivate` writes committed) before the new one serves, so the new instances
+        start fresh from durable state. A tool name already served by another component is
+        refused, and nothing changes.
         """
         specs = await asyncio.to_thread(self._specs_of, target, options)
-        self._install(specs)
+        async with self._changing:
+            components, routes, replaced = self._plan(specs)
+            for old in replaced:
+                old.closed = True
+                await self.engine.run(old.close)
+            self._components, self._routes = components, routes
+        for spec in specs:
+            log.info("loaded component %s from %s (%d tools)", spec.name, spec.source, len(spec.tools))
         await self._notify()
         return [spec.name for spec in specs]
 
@@ -256,15 +266,18 @@ class Host:
             raise ComponentError(f"{path}: expected a .py or .wasm file or a directory")
         return specs_from_module(import_file(path), str(path), options)
 
-    def _install(self, specs: list[ComponentSpec]) -> None:
+    def _plan(
+        self, specs: list[ComponentSpec]
+    ) -> tuple[dict[str, Component], dict[str, Route], list[Component]]:
+        """The component and routing tables after loading `specs`, and the components they replace."""
         names = [spec.name for spec in specs]
         if len(set(names)) != len(names):
             raise ComponentError(f"two components in one load share a name: {sorted(names)}")
-        replaced = {name: self._components[name] for name in names if name in self._components}
-        routes = {n: r for n, r in self._routes.items() if r.component.spec.name not in replaced}
-        new_components: list[Component] = []
+        replaced = [self._components[name] for name in names if name in self._components]
+        routes = {n: r for n, r in self._routes.items() if r.component not in replaced}
+        components = {n: c for n, c in self._components.items() if c not in replaced}
         for spec in specs:
-            self._check_uses(spec, routes, specs)
+            self._check_uses(spec)
             if spec.durability == "turn" and self.store is None and spec.stateful:
                 log.warning(
                     "no state store configured: component %s keeps its state in memory only", spec.name
@@ -272,7 +285,7 @@ class Host:
             component = Component(
                 spec, store=self.store, max_call_seconds=self.max_call_seconds, bind=self._binder(spec)
             )
-            new_components.append(component)
+            components[spec.name] = component
             entries: list[tuple[ToolSpec, Any]] = [(t, None) for t in spec.tools]
             if spec.handles:
                 entries += _handle_tools(spec)
@@ -289,30 +302,23 @@ class Host:
                         f"component {owner.name!r} ({owner.source}); nothing was loaded. Rename one of them"
                     )
                 routes[full] = Route(component, tool, builtin)
-        for old in replaced.values():
-            old.closed = True
-            self.engine.submit(old.close)
-        components = dict(self._components)
-        components.update({c.spec.name: c for c in new_components})
-        self._components = components
-        self._routes = routes
-        for spec in specs:
-            log.info("loaded component %s from %s (%d tools)", spec.name, spec.source, len(spec.tools))
+        return components, routes, replaced
 
     async def unload(self, name: str, *, purge: bool = False, notify: bool = True) -> None:
         """Remove a component and its tools; its instances are deactivated and dropped.
 
         Durable state stays (a reload resumes it) unless `purge` is true.
         """
-        component = self._components.get(name)
-        if component is None:
-            raise ComponentError(f"no component named {name!r} is loaded")
-        self._routes = {n: r for n, r in self._routes.items() if r.component is not component}
-        self._components = {n: c for n, c in self._components.items() if c is not component}
-        component.closed = True
-        await self.engine.run(component.close)
-        if purge and self.store is not None:
-            await self.engine.run(lambda: self._purge(name))
+        async with self._changing:
+            component = self._components.get(name)
+            if component is None:
+                raise ComponentError(f"no component named {name!r} is loaded")
+            self._routes = {n: r for n, r in self._routes.items() if r.component is not component}
+            self._components = {n: c for n, c in self._components.items() if c is not component}
+            component.closed = True
+            await self.engine.run(component.close)
+            if purge and self.store is not None:
+                await self.engine.run(lambda: self._purge(name))
         log.info("unloaded component %s%s", name, " and purged its state" if purge else "")
         if notify:
             await self._notify()
@@ -347,7 +353,7 @@ class Host:
 
     # -- calls to other tools ---------------------------------------------------------------
 
-    def _check_uses(self, spec: ComponentSpec, routes: dict[str, Route], specs: list[ComponentSpec]) -> None:
+    def _check_uses(self, spec: ComponentSpec) -> None:
         for alias, target in spec.uses.items():
             if not alias.isidentifier() or alias.startswith("_"):
                 raise ComponentError(

@@ -520,8 +520,8 @@ class Component:
 
     def details(self) -> dict[str, Any]:
         """Live introspection for `list_components`: waiting calls and background loop health."""
-        out: dict[str, Any] = {"waiters": sum(len(i.waiters) for i in self.instances.values())}
+        # Called from the transport thread: copy before iterating what the engine mutates.
+        out: dict[str, Any] = {"waiters": sum(len(i.waiters) for i in list(self.instances.values()))}
         if self.loops:
             out["background"] = {name: stats.summary() for name, stats in self.loops.items()}
         return out
-
