@@ -171,3 +171,28 @@ async def test_a_componentize_py_component_keeps_python_state_per_instance(
             assert value(await session.call_tool("notes_list_notes", {})) == []
             listed = json.loads(text(await session.call_tool("list_components", {})))
             assert [c["details"]["env"] for c in listed if c["name"] == "notes"] == [[]]
+
+
+async def test_handles_work_for_wasm_components_as_for_python_ones(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    allowed = tmp_path / "allowed"
+    install(allowed, "counter")
+    with running("--allow-load", allowed, tmp=tmp_path, env=env) as server:
+        async with http_session(server.url, "modern") as session:
+            loaded = await session.call_tool(
+                "load_component",
+                {"path": "counter.wasm", "stateful": True, "key": "session", "handles": True},
+            )
+            assert not loaded.is_error, text(loaded)
+            first = value(await session.call_tool("counter_open", {}))
+            second = value(await session.call_tool("counter_open", {}))
+            assert value(await session.call_tool("counter_add", {"session": first, "n": 2})) == 2
+            assert value(await session.call_tool("counter_add", {"session": first, "n": 3})) == 5
+            assert value(await session.call_tool("counter_add", {"session": second, "n": 1})) == 1
+            assert value(await session.call_tool("counter_close", {"session": first})) is True
+            refused = error(await session.call_tool("counter_add", {"session": first, "n": 1}))
+            assert "unknown or closed handle" in refused
+            assert "unknown or closed handle" in error(
+                await session.call_tool("counter_add", {"session": "made-up", "n": 1})
+            )
