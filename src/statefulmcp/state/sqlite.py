@@ -118,7 +118,9 @@ class SqliteStore:
         if writes:
             try:
                 db.execute("BEGIN IMMEDIATE")
-                outs = [job[0](db) for job in writes]
+                # The turns of a group share the statements as well as the fsync.
+                _Commit.apply_all(db, [job[0] for job in writes if isinstance(job[0], _Commit)])
+                outs = [None if isinstance(job[0], _Commit) else job[0](db) for job in writes]
                 db.execute("COMMIT")
                 results += [(job, out, None) for job, out in zip(writes, outs, strict=True)]
             except sqlite3.Error as exc:
@@ -159,18 +161,7 @@ class SqliteStore:
         return dict(await self._submit(read, write=False))
 
     async def commit(self, changes: list[Change]) -> None:
-        def write(db: sqlite3.Connection) -> None:
-            for change in changes:
-                upserts = [
-                    (change.component, change.key, n, v) for n, v in change.names.items() if v is not DELETED
-                ]
-                deletes = [(change.component, change.key, n) for n, v in change.names.items() if v is DELETED]
-                if upserts:
-                    db.executemany("INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?)", upserts)
-                if deletes:
-                    db.executemany("DELETE FROM state WHERE component = ? AND key = ? AND name = ?", deletes)
-
-        await self._submit(write, write=True)
+        await self._submit(_Commit(changes), write=True)
 
     async def delete_instance(self, component: str, key: str) -> None:
         """Forget one instance's state entirely (a closed handle)."""
@@ -196,6 +187,34 @@ class SqliteStore:
             self._jobs.put(None)
             self._thread.join()
         os.close(self._lock_file)
+
+
+class _Commit:
+    """A commit job: plain data, so the writer can merge a whole group into two statements."""
+
+    __slots__ = ("changes",)
+
+    def __init__(self, changes: list[Change]) -> None:
+        self.changes = changes
+
+    def __call__(self, db: sqlite3.Connection) -> None:
+        _Commit.apply_all(db, [self])
+
+    @staticmethod
+    def apply_all(db: sqlite3.Connection, commits: list[_Commit]) -> None:
+        upserts: list[tuple[str, str, str, str]] = []
+        deletes: list[tuple[str, str, str]] = []
+        for commit in commits:
+            for change in commit.changes:
+                for name, text in change.names.items():
+                    if text is DELETED:
+                        deletes.append((change.component, change.key, name))
+                    else:
+                        upserts.append((change.component, change.key, name, text))
+        if upserts:
+            db.executemany("INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?)", upserts)
+        if deletes:
+            db.executemany("DELETE FROM state WHERE component = ? AND key = ? AND name = ?", deletes)
 
 
 def _settle(items: list[tuple[_Job, Any, BaseException | None]]) -> None:
