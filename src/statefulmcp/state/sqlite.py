@@ -9,6 +9,7 @@ with concurrency instead of being capped at one turn per fsync.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
@@ -22,6 +23,9 @@ from typing import Any
 from statefulmcp.state import DELETED, Change, StoreError, Sync
 
 log = logging.getLogger("statefulmcp.state")
+
+CHECKPOINT_SECONDS = 0.5
+"""How often the WAL is copied back into the database file."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS state (
@@ -51,6 +55,9 @@ class SqliteStore:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="statefulmcp-store", daemon=True)
         self._thread.start()
+        self._closing = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoint, name="statefulmcp-checkpoint", daemon=True)
+        self._checkpointer.start()
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -79,6 +86,8 @@ class SqliteStore:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL").fetchone()
             db.execute(f"PRAGMA synchronous={'FULL' if self.sync == 'os' else 'NORMAL'}")
+            # Checkpoints run on their own thread (see `_checkpoint`), never inside a commit.
+            db.execute("PRAGMA wal_autocheckpoint=0")
             db.execute(_SCHEMA)
             db.execute("SELECT count(*) FROM (SELECT 1 FROM state LIMIT 1)").fetchone()
         except sqlite3.DatabaseError as exc:
@@ -104,7 +113,28 @@ class SqliteStore:
                     break
                 batch.append(more)
             self._serve(db, batch)
+        with contextlib.suppress(sqlite3.Error):  # leave a small WAL behind; not needed for safety
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         db.close()
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL back into the database file, off the commit path.
+
+        SQLite's automatic checkpoint runs inside whichever commit crosses the threshold, which
+        then stalls for many milliseconds of I/O while every turn in its group waits. A passive
+        checkpoint on a second connection never blocks the writer.
+        """
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:
+            log.exception("cannot open a checkpoint connection to %s; the WAL will grow until restart", self.path)
+            return
+        with contextlib.closing(db):
+            while not self._closing.wait(CHECKPOINT_SECONDS):
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:
+                    log.warning("checkpoint of %s failed (will retry): %s", self.path, exc)
 
     def _serve(self, db: sqlite3.Connection, batch: list[_Job]) -> None:
         writes = [job for job in batch if job[3]]
@@ -183,6 +213,8 @@ class SqliteStore:
         )
 
     def close(self) -> None:
+        self._closing.set()
+        self._checkpointer.join()
         if self._thread.is_alive():
             self._jobs.put(None)
             self._thread.join()
