@@ -58,7 +58,7 @@ async def test_host_call_returns_the_tool_value_and_raises_tool_call_error(tmp_p
 
 
 async def test_load_options_override_what_the_component_declares() -> None:
-    async with Host() as host:
+    async with Host(max_call_seconds=None) as host:
         await host.load(Wallet, LoadOptions(name="purse", durability="memory"))
         assert await host.call("purse_earn", {"user": "a", "coins": 1}) == 1
         assert [i.name for i in host.list()] == ["purse"]

@@ -189,6 +189,8 @@ class Component:
             self.max_call_seconds is None or tool.timeout <= self.max_call_seconds
         ):
             return tool.timeout, f"@tool(timeout={tool.timeout:g})"
+        if self.max_call_seconds is None:
+            return None, "no limit"
         return self.max_call_seconds, f"--max-call-seconds {self.max_call_seconds:g}"
 
     async def _call(self, tool: ToolSpec, arguments: dict[str, Any]) -> Any:
