@@ -220,3 +220,51 @@ async def sleep_until(when: float) -> None:
     future: asyncio.Future[None] = loop.create_future()
     _clock.wake_at(when, loop, future)
     await future
+
+
+class Deadlines:
+    """Time limits of the calls running on one loop, enforced by one sweeper task.
+
+    A timer per call (`asyncio.timeout`) costs a timer-heap insert and removal on the hot path
+    of every call; limits are seconds long, so one sweep every `resolution` seconds, running only
+    while some call has a limit, enforces them just as well for a dict insert and delete.
+    """
+
+    def __init__(self, resolution: float = 0.05) -> None:
+        self.resolution = resolution
+        self._calls: dict[object, tuple[asyncio.Task[Any], float]] = {}
+        self._expired: set[object] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def start(self, seconds: float) -> object:
+        """Limit the current task to `seconds` from now; returns the token to pass to `end`."""
+        token = object()
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._calls[token] = (task, loop.time() + seconds)
+        if self._sweeper is None:
+            self._sweeper = loop.create_task(self._sweep(), context=contextvars.Context())
+        return token
+
+    def end(self, token: object) -> bool:
+        """Forget a limit; True if it expired (and cancelled its task)."""
+        self._calls.pop(token, None)
+        if token in self._expired:
+            self._expired.discard(token)
+            return True
+        return False
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._calls:
+                await asyncio.sleep(self.resolution)
+                now = loop.time()
+                for token, (task, deadline) in list(self._calls.items()):
+                    if deadline <= now:
+                        del self._calls[token]
+                        self._expired.add(token)
+                        task.cancel()
+        finally:
+            self._sweeper = None

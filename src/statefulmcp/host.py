@@ -28,7 +28,7 @@ from statefulmcp.components import (
     specs_from_object,
     tool_result_text,
 )
-from statefulmcp.engine import Engine
+from statefulmcp.engine import Deadlines, Engine
 from statefulmcp.instances import CallError, Component
 from statefulmcp.remote import Remote, RemoteCallError, RemotePool
 from statefulmcp.state import Store, StoreError, Sync, store_path
@@ -150,6 +150,7 @@ class Host:
         max_call_seconds: float | None = 300.0,
     ) -> None:
         self.engine = Engine()
+        self.deadlines = Deadlines()
         self._state = state
         self._sync: Sync = sync
         self.store: Store | None = None
@@ -283,7 +284,11 @@ class Host:
                     "no state store configured: component %s keeps its state in memory only", spec.name
                 )
             component = Component(
-                spec, store=self.store, max_call_seconds=self.max_call_seconds, bind=self._binder(spec)
+                spec,
+                store=self.store,
+                max_call_seconds=self.max_call_seconds,
+                deadlines=self.deadlines,
+                bind=self._binder(spec),
             )
             components[spec.name] = component
             entries: list[tuple[ToolSpec, Any]] = [(t, None) for t in spec.tools]

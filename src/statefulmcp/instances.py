@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from statefulmcp.components import ComponentSpec, InstanceLost, ToolSpec
-from statefulmcp.engine import sleep_until
+from statefulmcp.engine import Deadlines, sleep_until
 from statefulmcp.state import Change, Store
 from statefulmcp.state.view import StateView
 
@@ -153,9 +153,11 @@ class Component:
         *,
         store: Store | None = None,
         max_call_seconds: float | None = None,
+        deadlines: Deadlines | None = None,
         bind: Callable[[Any], None] | None = None,
     ) -> None:
         self.spec = spec
+        self.deadlines = deadlines or Deadlines()
         self.store = store if spec.durability == "turn" else None
         self.max_call_seconds = max_call_seconds
         self.bind = bind
@@ -173,16 +175,23 @@ class Component:
     async def call(self, tool: ToolSpec, arguments: dict[str, Any]) -> Any:
         """Route one validated call to its instance and run it as a turn, within its time limit."""
         limit, source = self._limit(tool)
+        if limit is None:
+            return await self._call(tool, arguments)
+        token = self.deadlines.start(limit)
         try:
-            async with asyncio.timeout(limit):
-                return await self._call(tool, arguments)
-        except TimeoutError as exc:
-            if exc.args:  # a TimeoutError the tool raised itself (an uncaught wait_until)
+            return await self._call(tool, arguments)
+        except asyncio.CancelledError:
+            if not self.deadlines.end(token):
                 raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
             raise CallError(
                 f"tool {self.spec.name}_{tool.name} exceeded its time limit of {limit:g} s ({source}); "
                 "it was cancelled"
             ) from None
+        finally:
+            self.deadlines.end(token)
 
     def _limit(self, tool: ToolSpec) -> tuple[float | None, str]:
         if tool.timeout is not None and (

@@ -1,0 +1,139 @@
+"""Figure 5 (issue 4): 1 kHz background tick lateness, and long-poll wake-up latency.
+
+Lateness is what the host records for each tick (time past its due time on the fixed
+schedule), read from `list_components`, on a real `statefulmcp serve` process: once idle and
+once while the same process serves 200 tool calls/s over HTTP from this process. Wake-up latency
+is in-process: from the write that makes a waiting call's predicate true (timestamped inside that
+turn) to the waiting `Host.call` returning in the caller loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import client, procs, stats
+from statefulmcp import Host, component, tool
+
+COMPONENT = Path(__file__).parent / "components" / "ticking.py"
+
+
+@component(stateful=True, key="key", durability="memory")
+class LongPoll:
+    """A waiter and a bumper on one instance."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.bumped_at = 0.0
+
+    @tool
+    async def has_wait(self, key: str) -> bool:
+        return hasattr(self, "wait_until")
+
+    @tool
+    async def wait_for(self, key: str, n: int) -> float:
+        await self.wait_until(lambda: self.value >= n, timeout=10)
+        return self.bumped_at
+
+    @tool
+    async def bump(self, key: str) -> int:
+        self.value += 1
+        self.bumped_at = time.perf_counter()
+        return self.value
+
+
+async def _tick_stats(url: str) -> dict[str, Any] | None:
+    async with client.session(url) as s:
+        result = await s.call_tool("list_components", {})
+    for info in (result.structured_content or {}).get("components", []):
+        if info["name"] == "ticking":
+            loop = (info.get("details") or {}).get("background", {}).get("tick")
+            return dict(loop) if loop else None
+    return None
+
+
+async def _lateness(work: Path, seconds: float, rate: float) -> dict[str, Any] | None:
+    """Serve the ticking component, activate it, optionally call at `rate`/s, read its stats."""
+    with procs.running("ticking", procs.statefulmcp_argv(COMPONENT), work) as server:
+        async with client.session(server.url) as s:
+            await client.call(s, "ticking_start", {"key": "t"})
+            calls = 0
+            t0 = time.perf_counter()
+            deadline = t0 + seconds
+            while (now := time.perf_counter()) < deadline:
+                if rate:
+                    await client.call(s, "load_increment", {"key": "l"})
+                    calls += 1
+                    await asyncio.sleep(max(0.0, t0 + calls / rate - time.perf_counter()))
+                else:
+                    await asyncio.sleep(min(0.5, deadline - now))
+            achieved = calls / (time.perf_counter() - t0)
+        found = await _tick_stats(server.url)
+    if found is None:
+        return None
+    return {**found, "seconds": seconds, "calls_per_s": achieved}
+
+
+async def _wakeups(n: int) -> list[float] | None:
+    async with Host() as host:
+        await host.load(LongPoll)
+        if not await host.call("long_poll_has_wait", {"key": "w"}):
+            return None
+        out = []
+        for i in range(1, n + 1):
+
+            async def waiter(i: int = i) -> tuple[float, float]:
+                bumped = await host.call("long_poll_wait_for", {"key": "w", "n": i})
+                return bumped, time.perf_counter()
+
+            task = asyncio.create_task(waiter())
+            await asyncio.sleep(0.002)  # let the waiter park before the bump
+            await host.call("long_poll_bump", {"key": "w"})
+            bumped, done = await task
+            out.append(done - bumped)
+        return out
+
+
+async def run(quick: bool) -> dict[str, Any]:
+    seconds, wakes = (3.0, 200) if quick else (10.0, 2000)
+    out: dict[str, Any] = {"seconds": seconds}
+    with tempfile.TemporaryDirectory(prefix="bench-bg-") as tmp:
+        idle = await _lateness(Path(tmp), seconds, 0)
+        loaded = await _lateness(Path(tmp), seconds, 200) if idle is not None else None
+    if idle is None or loaded is None:
+        out["lateness"] = {"available": False, "reason": "no background tick statistics in list_components"}
+    else:
+        out["lateness"] = {"available": True, "idle": idle, "200 calls/s": loaded}
+    samples: dict[str, dict[str, list[float]]] = {}
+    try:
+        found = await _wakeups(wakes)
+    except Exception as exc:
+        found = None
+        out["wakeup"] = {"available": False, "reason": f"{type(exc).__name__}: {exc}"}
+    if found is not None:
+        out["wakeup"] = {"available": True, **stats.summary(found)}
+        samples["wakeup"] = {"long-poll wake-up": found}
+    elif "wakeup" not in out:
+        out["wakeup"] = {"available": False, "reason": "instances have no wait_until"}
+    targets = []
+    if out["lateness"]["available"]:
+        for label, limit in (("idle", 1000), ("200 calls/s", 2000)):
+            p99 = out["lateness"][label]["lateness_us"]["p99"]
+            targets.append(
+                {
+                    "target": f"1 kHz tick lateness p99 <= {limit // 1000} ms ({label})",
+                    "value": f"{p99} us",
+                    "met": p99 is not None and p99 <= limit,
+                }
+            )
+    if out["wakeup"]["available"]:
+        p50 = out["wakeup"]["p50_us"]
+        targets.append(
+            {"target": "long-poll wake-up p50 <= 200 us", "value": f"{p50:.0f} us", "met": p50 <= 200}
+        )
+    out["targets"] = targets
+    out["_samples"] = samples
+    return out

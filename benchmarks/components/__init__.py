@@ -1,0 +1,1 @@
+"""statefulmcp components the benchmarks load (files, served by `statefulmcp serve`)."""
