@@ -44,7 +44,9 @@ async def test_host_call_returns_the_tool_value_and_raises_tool_call_error(tmp_p
         assert await host.load(shout) == ["shout"]
         assert await host.call("wallet_earn", {"user": "ann", "coins": 2}) == 2
         assert await host.call("shout_shout", {"text": "hi"}) == "HI"
-        results = await asyncio.gather(*(host.call("wallet_earn", {"user": "bob", "coins": 1}) for _ in range(100)))
+        results = await asyncio.gather(
+            *(host.call("wallet_earn", {"user": "bob", "coins": 1}) for _ in range(100))
+        )
         assert sorted(results) == list(range(1, 101))
         with pytest.raises(ToolCallError, match="unknown tool 'wallet_spend'"):
             await host.call("wallet_spend", {"user": "ann"})
@@ -119,3 +121,37 @@ def test_state_urls_name_files(url: str | None, path: Path) -> None:
 def test_unsupported_state_urls_are_refused() -> None:
     with pytest.raises(StoreError, match="unsupported store"):
         store_path("redis://localhost")
+
+
+@component(stateful=True, durability="memory")
+class Board:
+    def __init__(self) -> None:
+        self.ready = False
+
+    @tool
+    async def wait_ready(self) -> bool:
+        await self.wait_until(lambda: self.ready, timeout=30)
+        return True
+
+    @tool
+    async def slow_write(self, value: int) -> int:
+        self.state["v"] = value
+        await asyncio.sleep(0.3)
+        return int(self.state["v"])
+
+    @tool
+    async def read(self) -> int | None:
+        return self.state.get("v")
+
+
+async def test_cancelling_a_parked_wait_never_undoes_another_turns_writes() -> None:
+    async with Host() as host:
+        await host.load(Board)
+        waiter = asyncio.create_task(host.call("board_wait_ready"))
+        await asyncio.sleep(0.1)
+        writer = asyncio.create_task(host.call("board_slow_write", {"value": 7}))
+        await asyncio.sleep(0.1)  # the writer now holds the turn, mid-body, with an uncommitted write
+        waiter.cancel()
+        assert await writer == 7
+        assert await host.call("board_read") == 7
+        assert host.list()[0].details["waiters"] == 0

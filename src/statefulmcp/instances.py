@@ -249,7 +249,10 @@ class Component:
                 self._drop(instance)
                 raise
             except BaseException:
-                instance.view.rollback()
+                # A call cancelled while parked in wait_until does not hold the turn: the writes
+                # in the view then belong to whichever turn does, and are not ours to undo.
+                if instance.holder is asyncio.current_task():
+                    instance.view.rollback()
                 raise
             await self._commit(instance)
             return value

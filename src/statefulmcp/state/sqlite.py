@@ -56,7 +56,9 @@ class SqliteStore:
         self._thread = threading.Thread(target=self._run, name="statefulmcp-store", daemon=True)
         self._thread.start()
         self._closing = threading.Event()
-        self._checkpointer = threading.Thread(target=self._checkpoint, name="statefulmcp-checkpoint", daemon=True)
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint, name="statefulmcp-checkpoint", daemon=True
+        )
         self._checkpointer.start()
 
     # -- opening ----------------------------------------------------------------------------
@@ -127,7 +129,9 @@ class SqliteStore:
         try:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error:
-            log.exception("cannot open a checkpoint connection to %s; the WAL will grow until restart", self.path)
+            log.exception(
+                "cannot open a checkpoint connection to %s; the WAL will grow until restart", self.path
+            )
             return
         with contextlib.closing(db):
             while not self._closing.wait(CHECKPOINT_SECONDS):
