@@ -19,6 +19,7 @@ from mcp_types import CallToolResult
 from statefulmcp.components import (
     ComponentError,
     ComponentSpec,
+    InstanceLost,
     LoadOptions,
     ToolInputError,
     ToolResultError,
@@ -446,12 +447,20 @@ class Host:
             if builtin is not None:
                 return await self.engine.run(lambda: builtin(component, arguments))
             return await self.engine.run(lambda: component.call(tool, arguments))
-        except (CallError, ComponentError, StoreError, StateValueError, RemoteCallError) as exc:
+        except (
+            CallError,
+            ComponentError,
+            InstanceLost,
+            RemoteCallError,
+            StateValueError,
+            StoreError,
+            ToolCallError,
+        ) as exc:
+            # The host's own errors already say what happened and what to do.
             raise ToolCallError(str(exc)) from None
-        except ToolCallError:
-            raise
         except Exception as exc:
-            raise ToolCallError(str(exc) or type(exc).__name__) from exc
+            log.warning("tool %s_%s raised", component.spec.name, tool.name, exc_info=exc)
+            raise ToolCallError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
         finally:
             if outer:
                 self._inflight -= 1
@@ -469,7 +478,5 @@ class Host:
             route, validated = self._resolve(name, arguments)
             value = await self._run(route, validated)
             return route.tool.to_result(value)
-        except ToolCallError as exc:
-            return tool_result_text(str(exc), error=True)
-        except ToolResultError as exc:
+        except (ToolCallError, ToolResultError) as exc:
             return tool_result_text(str(exc), error=True)
