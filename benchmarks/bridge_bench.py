@@ -12,20 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import client, inproc, procs, stats
-from statefulmcp import Host, component, tool
-
-
-@component(stateful=True, key="key", durability="memory")
-class BridgeCounter:
-    """The benchmark counter, loaded as an in-process object."""
-
-    def __init__(self) -> None:
-        self.value = 0
-
-    @tool
-    async def increment(self, key: str) -> int:
-        self.value += 1
-        return self.value
+from benchmarks.components.counter import Counter
+from statefulmcp import Host
 
 
 async def _nothing() -> None:
@@ -37,20 +25,20 @@ async def run(quick: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"sequential_calls": n, "concurrent_seconds": seconds}
     samples: dict[str, list[float]] = {}
     async with Host() as host:
-        await host.load(BridgeCounter)
+        await host.load(Counter)
         args = {"key": "a"}
         samples["Host.call (bridged turn)"] = await inproc.timed_sequential(
-            lambda: host.call("bridge_counter_increment", args), n
+            lambda: host.call("counter_increment", args), n
         )
         keys = [{"key": f"c{i}"} for i in range(64)]
         conc, elapsed = await inproc.timed_concurrent(
-            lambda i: host.call("bridge_counter_increment", keys[i]), 64, seconds
+            lambda i: host.call("counter_increment", keys[i]), 64, seconds
         )
         # The two cross-thread wake-ups alone, with no turn: what the bridge costs before any work.
         samples["engine hop alone (empty coroutine)"] = await inproc.timed_sequential(
             lambda: host.engine.run(_nothing), n
         )
-    direct = BridgeCounter()
+    direct = Counter()
     samples["direct method call"] = await inproc.timed_sequential(lambda: direct.increment("a"), n)
     with tempfile.TemporaryDirectory(prefix="bench-bridge-") as tmp:
         argv = ["-m", "benchmarks.servers.state_server", "--db", "state.db"]

@@ -1,4 +1,4 @@
-"""A 1 kHz background tick and a plain counter, to measure tick lateness while serving calls."""
+"""A 1 kHz background tick, to measure tick lateness (served beside `counter.py` for the load)."""
 
 from statefulmcp import background, component, tool
 
@@ -18,17 +18,3 @@ class Ticking:
     @background(every=0.001)
     async def tick(self) -> None:
         self.ticks += 1
-
-
-@component(stateful=True, key="key", durability="memory")
-class Load:
-    """The calls served while the tick runs."""
-
-    def __init__(self) -> None:
-        self.value = 0
-
-    @tool
-    async def increment(self, key: str) -> int:
-        """Add one and return the new value."""
-        self.value += 1
-        return self.value
