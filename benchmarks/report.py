@@ -244,54 +244,22 @@ def _background(res: dict[str, Any]) -> list[Table]:
     return tables
 
 
-def _flatten(prefix: str, value: Any, out: list[list[str]]) -> None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
-    elif isinstance(value, float):
-        out.append([prefix, f"{value:,.3f}"])
-    elif isinstance(value, list) and len(value) > 20:
-        out.append([prefix, f"[{len(value)} values]"])
-    else:
-        out.append([prefix, str(value)])
-
-
 def _wasm(res: dict[str, Any]) -> list[Table]:
-    if not res.get("available", True) and "tables" not in res:
-        return [Table("WebAssembly", ["status"], [[f"not available: {res.get('reason')}"]])]
-    if isinstance(res.get("tables"), list):
-        return [
-            Table(t.get("title", "WebAssembly"), list(t["headers"]), [[str(c) for c in r] for r in t["rows"]])
-            for t in res["tables"]
-        ]
     tables = []
     for name, group in res.items():
         if not isinstance(group, dict):
-            continue
+            continue  # the targets
         latencies = {k: v for k, v in group.items() if isinstance(v, dict) and "p50_us" in v}
-        if not latencies:
-            continue
         t = Table(f"WebAssembly: {name}", ["path", "calls", "p50", "p99", "max"])
         for label, row in latencies.items():
-            t.rows.append(
-                [
-                    label,
-                    str(row.get("n", "-")),
-                    us(row["p50_us"]),
-                    us(row.get("p99_us")),
-                    us(row.get("max_us")),
-                ]
-            )
-        extras = {k: v for k, v in group.items() if k not in latencies}
-        t.note = "; ".join(
-            f"{k}: {v:,.2f}" if isinstance(v, float) else f"{k}: {v}" for k, v in extras.items()
+            t.rows.append([label, str(row["n"]), us(row["p50_us"]), us(row["p99_us"]), us(row["max_us"])])
+        t.note = (
+            f"stateful / raw p50: {group['stateful_over_raw']:.2f}x; stateless / stateful p50: "
+            f"{group['stateless_over_stateful']:.1f}x (medians of per-round ratios); RSS per live stateful "
+            f"instance: {group['rss_per_stateful_instance_kib']:,.1f} KiB"
         )
         tables.append(t)
-    if tables:
-        return tables
-    rows: list[list[str]] = []
-    _flatten("", {k: v for k, v in res.items() if k not in ("targets", "available")}, rows)
-    return [Table("WebAssembly figures (from benchmarks/wasm_bench.py)", ["figure", "value"], rows)]
+    return tables
 
 
 RENDER = {

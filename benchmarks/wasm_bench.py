@@ -132,6 +132,22 @@ def run(quick: bool) -> dict[str, Any]:
                 _rss_per_instance(spec, tool, arguments, n_instances) / 1024
             )
             results[label] = figures
+    results["targets"] = [
+        {
+            "target": f"stateful call <= 1.5x a raw wasmtime call on a persistent instance ({label})",
+            "value": f"{results[label]['stateful_over_raw']:.2f}x",
+            "met": results[label]["stateful_over_raw"] <= 1.5,
+        }
+        for label in ("wat_counter", "componentize_py_notes")
+    ]
+    speedup = results["componentize_py_notes"]["stateless_over_stateful"]
+    results["targets"].append(
+        {
+            "target": "stateful >= 10x faster than stateless (componentize_py_notes)",
+            "value": f"{speedup:.1f}x",
+            "met": speedup >= 10,
+        }
+    )
     return results
 
 
