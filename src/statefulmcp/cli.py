@@ -155,7 +155,6 @@ async def _serve(args: argparse.Namespace) -> int:
                 bind_host,
                 port,
                 log_level=args.log_level,
-                drain_timeout=args.drain_timeout,
                 on_started=started,
                 on_stop=stopping,
             )

@@ -114,7 +114,6 @@ async def serve_http(
     port: int,
     *,
     log_level: str,
-    drain_timeout: float,
     on_started: Callable[[str], Awaitable[None]],
     on_stop: Callable[[], Awaitable[None]],
 ) -> None:
@@ -128,7 +127,9 @@ async def serve_http(
         access_log=False,
         log_config=None,
         lifespan="on",
-        timeout_graceful_shutdown=max(1, int(drain_timeout)),
+        # In-flight calls already had the drain timeout (on_stop); what is left to close are idle
+        # keep-alive connections and clients' standing SSE streams, which would never close alone.
+        timeout_graceful_shutdown=1,
     )
     server = _Server(config, on_stop)
     serving = asyncio.create_task(server.serve())
