@@ -255,3 +255,10 @@ async def test_a_full_disk_fails_the_turn_and_commits_work_again_once_space_is_b
     finally:
         await asyncio.sleep(0.1)
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_state_path_that_cannot_be_opened_stops_start_up_with_its_name(tmp_path: Path) -> None:
+    not_a_file = tmp_path / "state.db"
+    not_a_file.mkdir()
+    log = _start_fails(tmp_path, "--state", str(not_a_file))
+    assert str(not_a_file) in log and "cannot be opened" in log
