@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 from typing import Any
 
 import uvicorn
 import uvloop
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-
-class _NoDelay(HttpToolsProtocol):
-    """httptools with TCP_NODELAY, as statefulmcp sets it: without it a response can wait ~40 ms
-    for the client's delayed ACK, which would make the bare server look slow for the wrong reason."""
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        super().connection_made(transport)
+from statefulmcp.transport.http import nodelay_http_protocol
 
 
 async def _serve(app: Any, port: int) -> None:
@@ -28,7 +17,7 @@ async def _serve(app: Any, port: int) -> None:
         app,
         host="127.0.0.1",
         port=port,
-        http=_NoDelay,
+        http=nodelay_http_protocol(),  # the very protocol `statefulmcp serve` uses
         log_level="warning",
         access_log=False,
         log_config=None,

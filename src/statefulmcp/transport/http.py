@@ -67,7 +67,8 @@ def _nodelay_protocol(base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
     return NoDelay
 
 
-def _http_protocol() -> type[asyncio.Protocol]:
+def nodelay_http_protocol() -> type[asyncio.Protocol]:
+    """uvicorn's fastest available HTTP protocol, with TCP_NODELAY on every connection."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -122,7 +123,7 @@ async def serve_http(
         app,
         host=host,
         port=port,
-        http=_http_protocol(),
+        http=nodelay_http_protocol(),
         log_level=log_level.lower(),
         access_log=False,
         log_config=None,
