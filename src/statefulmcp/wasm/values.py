@@ -71,8 +71,8 @@ class Codec:
         raise NotImplementedError
 
     def lift(self, value: Any) -> Any:
-        """Turn a value wasmtime returned into JSON data."""
-        raise NotImplementedError
+        """Turn a value wasmtime returned into JSON data; scalars already are."""
+        return value
 
     def wasm_classes(self) -> set[type]:
         """The Python types wasmtime-py uses for this WIT type (see `_wasm_tagged`)."""
@@ -88,9 +88,6 @@ class _Bool(Codec):
     def lower(self, value: Any, path: str) -> Any:
         if not isinstance(value, bool):
             raise Invalid(path, f"expected a boolean, got {_json_kind(value)}")
-        return value
-
-    def lift(self, value: Any) -> Any:
         return value
 
     def wasm_classes(self) -> set[type]:
@@ -112,9 +109,6 @@ class _Int(Codec):
                 raise Invalid(path, f"expected an integer ({self.wit}), got {_json_kind(value)}")
         if not self.lo <= value <= self.hi:
             raise Invalid(path, f"{value} is out of range for {self.wit} ({self.lo}..{self.hi})")
-        return value
-
-    def lift(self, value: Any) -> Any:
         return value
 
     def wasm_classes(self) -> set[type]:
@@ -160,9 +154,6 @@ class _Char(Codec):
             raise Invalid(path, "a surrogate code point is not a char")
         return value
 
-    def lift(self, value: Any) -> Any:
-        return value
-
     def wasm_classes(self) -> set[type]:
         return {str}
 
@@ -176,9 +167,6 @@ class _String(Codec):
     def lower(self, value: Any, path: str) -> Any:
         if not isinstance(value, str):
             raise Invalid(path, f"expected a string, got {_json_kind(value)}")
-        return value
-
-    def lift(self, value: Any) -> Any:
         return value
 
     def wasm_classes(self) -> set[type]:
@@ -292,9 +280,6 @@ class _Enum(Codec):
     def lower(self, value: Any, path: str) -> Any:
         if value not in self.names or not isinstance(value, str):
             raise Invalid(path, f"expected one of {self.schema['enum']}, got {value!r}")
-        return value
-
-    def lift(self, value: Any) -> Any:
         return value
 
     def wasm_classes(self) -> set[type]:
