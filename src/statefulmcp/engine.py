@@ -88,10 +88,6 @@ class Engine:
     def start(self) -> None:
         self._thread.start()
 
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
     def on_engine(self) -> bool:
         """True when the caller runs on the engine thread."""
         return threading.get_ident() == self._thread.ident

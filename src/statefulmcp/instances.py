@@ -322,9 +322,12 @@ class Component:
     # -- waits ------------------------------------------------------------------------------
 
     async def wait_until(
-        self, instance: Instance, predicate: Callable[[], object], timeout: float | None
+        self, instance: Instance, predicate: Callable[[], object], timeout: float | None = None
     ) -> None:
-        """Release the turn until `predicate()` holds, then take it back (see `Instance` docs)."""
+        """Release the turn until `predicate()` holds, then take it back (see the module docs).
+
+        Bound to each instance as `self.wait_until(predicate, timeout=...)`.
+        """
         if predicate():
             return
         if instance.holder is not asyncio.current_task():
@@ -357,15 +360,10 @@ class Component:
         if self.spec.binds_context:
             obj.state = instance.view if instance is not None else StateView()
             if instance is not None:
-                obj.wait_until = functools.partial(self._wait_until_for, instance)
+                obj.wait_until = functools.partial(self.wait_until, instance)
             if self.bind is not None:
                 self.bind(obj)
         return obj
-
-    async def _wait_until_for(
-        self, instance: Instance, predicate: Callable[[], object], timeout: float | None = None
-    ) -> None:
-        await self.wait_until(instance, predicate, timeout)
 
     async def _activate(self, instance: Instance) -> None:
         """Load state, build the object, run `on_activate`, commit, start background work."""
