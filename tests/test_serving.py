@@ -215,8 +215,9 @@ async def test_loading_a_key_the_tools_do_not_take_is_refused(tmp_path: Path, lo
             assert "'user'" in refused and "increment" in refused
             ok = await session.call_tool("load_component", {"path": "counter.py", "stateful": False})
             assert not ok.is_error
-            assert value(await session.call_tool("counter_increment", {})) == 1
-            assert value(await session.call_tool("counter_increment", {})) == 1  # now stateless
+            # Now stateless: a write to self.state would be lost, so it is an error, not a silent drop.
+            assert "stateless" in error(await session.call_tool("counter_increment", {}))
+            assert value(await session.call_tool("counter_get", {})) == 0
 
 
 def test_a_component_file_that_fails_to_import_stops_start_up_with_its_name(tmp_path: Path) -> None:

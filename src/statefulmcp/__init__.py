@@ -3,16 +3,45 @@
 The public API is this module's names and nothing else; everything in submodules is private.
 """
 
-from statefulmcp.components import LoadOptions, background, component, tool
-from statefulmcp.host import ComponentInfo, Host, ToolCallError
+from statefulmcp._errors import (
+    ActivationError,
+    ComponentError,
+    HostStateError,
+    InstanceLost,
+    RemoteCallError,
+    StatefulMCPError,
+    StateValueError,
+    StoreError,
+    ToolCallError,
+    ToolInputError,
+    ToolResultError,
+)
+from statefulmcp._options import LoadOptions
+from statefulmcp.host import ComponentInfo, Host
 from statefulmcp.remote import Remote
 
+# isort: off
+# Last: importing the host imports the submodule `statefulmcp.background`, which would otherwise
+# shadow the decorator of the same name on this package.
+from statefulmcp.components import background, component, tool
+# isort: on
+
 __all__ = [
+    "ActivationError",
+    "ComponentError",
     "ComponentInfo",
     "Host",
+    "HostStateError",
+    "InstanceLost",
     "LoadOptions",
     "Remote",
+    "RemoteCallError",
+    "StateValueError",
+    "StatefulMCPError",
+    "StoreError",
     "ToolCallError",
+    "ToolInputError",
+    "ToolResultError",
     "background",
     "component",
     "tool",

@@ -8,25 +8,33 @@ up as a `ComponentSpec`, so routing, instances and the transport never special-c
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import importlib.util
 import inspect
 import re
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 import pydantic_core
 from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata, func_metadata
 from mcp_types import CallToolResult, TextContent
 from pydantic import ValidationError
 
-Durability = Literal["turn", "memory"]
-Activation = Literal["lazy", "eager"]
+from statefulmcp._errors import ComponentError, InstanceLost, ToolInputError, ToolResultError
+from statefulmcp._options import Activation, Durability, LoadOptions, check_seconds
+
+__all__ = [
+    "Activation",
+    "ComponentError",
+    "ComponentSpec",
+    "Durability",
+    "InstanceLost",
+    "LoadOptions",
+    "ToolInputError",
+    "ToolResultError",
+    "ToolSpec",
+]
 
 _TOOL_ATTR = "__statefulmcp_tool__"
 _COMPONENT_ATTR = "__statefulmcp_component__"
@@ -35,54 +43,8 @@ _BACKGROUND_ATTR = "__statefulmcp_background__"
 # Names of the hooks a stateful component may define; they are never exposed as tools.
 LIFECYCLE_HOOKS = ("on_activate", "on_deactivate")
 
-
-class ComponentError(Exception):
-    """A component cannot be loaded as written; the message says what to change."""
-
-
-class ToolInputError(ValueError):
-    """The caller's arguments do not fit the tool's input schema.
-
-    The message names each offending field and what is wrong with it (`price: Input should be a
-    valid number`); the host prefixes it with the tool's full name.
-    """
-
-
-class ToolResultError(TypeError):
-    """A tool returned a value that cannot be sent as JSON."""
-
-
-class InstanceLost(RuntimeError):
-    """Raised by a tool call when its instance can never be used again (a WebAssembly trap, say).
-
-    The host drops the instance, so the next call with the same key gets a fresh one, and the
-    caller gets this error's message.
-    """
-
-
-@dataclass(frozen=True, slots=True)
-class LoadOptions:
-    """How a component is loaded. Every field left as `None` keeps what the component declares.
-
-    `name` renames the component (and so its tools); `stateful`, `key` and `handles` choose the
-    instance model; `durability` chooses whether `self.state` is persisted after every turn.
-    """
-
-    name: str | None = None
-    stateful: bool | None = None
-    key: str | None = None
-    handles: bool | None = None
-    durability: Durability | None = None
-    activate: Activation | None = None
-
-    def over(self, declared: LoadOptions) -> LoadOptions:
-        """These options where set, `declared` elsewhere."""
-        return LoadOptions(
-            **{
-                f.name: getattr(declared, f.name) if getattr(self, f.name) is None else getattr(self, f.name)
-                for f in dataclasses.fields(self)
-            }
-        )
+# Attributes the host sets on each instance of a Python component; no tool may take these names.
+HOST_ATTRIBUTES = ("state", "key", "wait_until")
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +136,12 @@ def tool(
     output schema from the return annotation. `timeout` caps a call in seconds.
     """
 
+    if timeout is not None:
+        check_seconds(timeout, "@tool(timeout=...)")
+
     def mark(f: _F) -> _F:
+        if not callable(f):
+            raise ComponentError(f"@tool decorates a function or method, not {f!r}")
         setattr(f, _TOOL_ATTR, ToolDecl(name=name, description=description, timeout=timeout))
         return f
 
@@ -191,10 +158,8 @@ def background(fn: _F | None = None, /, *, every: float | None = None) -> Any:
     def mark(f: _F) -> _F:
         if not inspect.iscoroutinefunction(f):
             raise ComponentError(f"@background method {f.__qualname__} must be `async def`")
-        if every is not None and every <= 0:
-            raise ComponentError(
-                f"@background(every=...) of {f.__qualname__} must be a positive number of seconds"
-            )
+        if every is not None:
+            check_seconds(every, f"@background(every=...) of {f.__qualname__}")
         setattr(f, _BACKGROUND_ATTR, BackgroundDecl(every=every))
         return f
 
@@ -267,9 +232,14 @@ def _validator(meta: FuncMetadata) -> Callable[[dict[str, Any]], dict[str, Any]]
     """
     model = meta.arg_model
     fields = [(name, info.alias or name) for name, info in model.model_fields.items()]
+    known = {alias for _, alias in fields}
     not_strings = {alias for name, alias in fields if model.model_fields[name].annotation is not str}
 
     def validate(arguments: dict[str, Any]) -> dict[str, Any]:
+        unknown = [k for k in arguments if k not in known]
+        if unknown:
+            takes = ", ".join(sorted(known)) or "no arguments"
+            raise ToolInputError(f"{unknown[0]}: unknown argument; this tool takes {takes}")
         try:
             if any(isinstance(v, str) and k in not_strings for k, v in arguments.items()):
                 arguments = meta.pre_parse_json(arguments)
@@ -281,30 +251,47 @@ def _validator(meta: FuncMetadata) -> Callable[[dict[str, Any]], dict[str, Any]]
                 for err in exc.errors()
             )
             raise ToolInputError(problems) from None
+        except RecursionError:
+            raise ToolInputError("(arguments): nested too deeply") from None
 
     return validate
 
 
 def _converter(meta: FuncMetadata, tool_name: str) -> Callable[[Any], CallToolResult]:
     def to_result(value: Any) -> CallToolResult:
-        if meta.output_schema is None and not isinstance(value, CallToolResult):
-            try:
-                pydantic_core.to_json(value)
-            except pydantic_core.PydanticSerializationError:
-                raise ToolResultError(
-                    f"tool {tool_name!r} returned a {type(value).__name__}, which is not JSON-serializable; "
-                    "return JSON data (dict, list, str, int, float, bool, None) or a pydantic model"
-                ) from None
-        try:
-            result = meta.convert_result(value)
-        except (ValidationError, pydantic_core.PydanticSerializationError) as exc:
+        if inspect.isgenerator(value) or inspect.isasyncgen(value) or inspect.iscoroutine(value):
+            if inspect.iscoroutine(value):
+                value.close()
             raise ToolResultError(
-                f"tool {tool_name!r} returned a value that does not match its return annotation: {exc}"
-            ) from None
+                f"tool {tool_name!r} returned a {type(value).__name__}, not a value; return a list "
+                "(or await the coroutine) instead"
+            )
+        try:
+            if meta.output_schema is None and not isinstance(value, CallToolResult):
+                pydantic_core.to_json(value)
+            result = meta.convert_result(value)
+        except (ValidationError, pydantic_core.PydanticSerializationError, ValueError) as exc:
+            raise ToolResultError(_unsendable(tool_name, value, exc)) from None
+        except RecursionError:
+            raise ToolResultError(f"tool {tool_name!r} returned a value nested too deeply to send") from None
         assert isinstance(result, CallToolResult)
         return result
 
     return to_result
+
+
+def _unsendable(tool_name: str, value: Any, exc: Exception) -> str:
+    text = str(exc)
+    if "recursion" in text.lower() or "circular" in text.lower():
+        return f"tool {tool_name!r} returned a value nested too deeply (or circular) to send as JSON"
+    if "surrogate" in text.lower():
+        return f"tool {tool_name!r} returned a string with a lone surrogate, which is not valid Unicode text"
+    if isinstance(exc, ValidationError):
+        return f"tool {tool_name!r} returned a value that does not match its return annotation: {exc}"
+    return (
+        f"tool {tool_name!r} returned a {type(value).__name__}, which is not JSON-serializable ({text}); "
+        "return JSON data (dict, list, str, int, float, bool, None) or a pydantic model"
+    )
 
 
 def _tool_spec(fn: Callable[..., Any], decl: ToolDecl, *, method: bool, qualified: str) -> ToolSpec:
@@ -324,7 +311,7 @@ def _tool_spec(fn: Callable[..., Any], decl: ToolDecl, *, method: bool, qualifie
         def call(instance: Any, arguments: dict[str, Any]) -> Any:
             return fn(**arguments)
 
-    schema = meta.arg_model.model_json_schema(by_alias=True)
+    schema = {**meta.arg_model.model_json_schema(by_alias=True), "additionalProperties": False}
     return ToolSpec(
         name=short,
         description=_description(fn, decl),
@@ -451,66 +438,6 @@ def specs_from_module(
             f"{source} holds no components: decorate a class with @component or functions with @tool"
         )
     return specs
-
-
-def canonical_module_name(path: Path) -> str:
-    """The one module name a component file is imported under, whoever loads it.
-
-    Derived from the resolved path, so loading the same file twice replaces the module rather
-    than creating a second copy with its own classes and registrations.
-    """
-    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
-    return f"statefulmcp_components.{snake_case(path.stem) or 'module'}_{digest}"
-
-
-def _refuse_second_copy(path: Path, module_name: str) -> None:
-    """Refuse a file that Python already imported under another name (or runs as `__main__`).
-
-    Its classes would exist twice, the host's copy and the other one, each with its own
-    registrations and module globals, and calls would reach one while the code changes the other.
-    """
-    for name, module in list(sys.modules.items()):
-        file = getattr(module, "__file__", None)
-        if name == module_name or not file:
-            continue
-        try:
-            same = Path(file).resolve() == path
-        except OSError:
-            continue
-        if same:
-            how = (
-                "runs as the __main__ script"
-                if name == "__main__"
-                else f"is already imported as module {name!r}"
-            )
-            raise ComponentError(
-                f"{path} {how}; loading it again would make a second copy of its components. "
-                "Pass the module object instead (host.load(sys.modules[__name__])), or keep the components "
-                "in a file that nothing imports, and reach other components' tools through uses=..."
-            )
-
-
-def import_file(path: Path) -> ModuleType:
-    """Import a Python component file under its canonical module name; errors name the file."""
-    path = path.resolve()
-    if not path.is_file():
-        raise ComponentError(f"{path}: no such file")
-    module_name = canonical_module_name(path)
-    _refuse_second_copy(path, module_name)
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ComponentError(f"{path}: not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except SyntaxError as exc:
-        sys.modules.pop(module_name, None)
-        raise ComponentError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from exc
-    except BaseException as exc:
-        sys.modules.pop(module_name, None)
-        raise ComponentError(f"{path}: failed to import: {type(exc).__name__}: {exc}") from exc
-    return module
 
 
 def specs_from_object(obj: Any, options: LoadOptions | None = None) -> list[ComponentSpec]:

@@ -18,8 +18,10 @@ import contextlib
 import contextvars
 import heapq
 import logging
+import sys
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -68,9 +70,14 @@ class _Mailbox:
 
 
 class Engine:
-    """Owns the engine thread, its loop, and a worker pool for sync tool bodies."""
+    """Owns the engine thread and its loop, the precise clock, the deadline sweeper and the watchdog.
 
-    def __init__(self, *, workers: int = 32) -> None:
+    Everything it starts it also stops: after `stop()` no thread or task of the engine remains
+    (a sync tool body that never returns keeps its worker thread, which Python cannot kill; the
+    watchdog reports such bodies while they run).
+    """
+
+    def __init__(self, *, workers: int = 32, stall_seconds: float = 2.0) -> None:
         self.loop = uvloop.new_event_loop()
         self._inbox = _Mailbox(self.loop)
         self._replies: WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = WeakKeyDictionary()
@@ -79,7 +86,11 @@ class Engine:
         self.pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="statefulmcp-sync"
         )
+        self.workers = workers
         self.loop.set_default_executor(self.pool)
+        self.clock = _Clock()
+        self.deadlines = Deadlines()
+        self.watchdog = _Watchdog(self, stall_seconds)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -87,14 +98,22 @@ class Engine:
 
     def start(self) -> None:
         self._thread.start()
+        self.watchdog.start()
 
     def on_engine(self) -> bool:
         """True when the caller runs on the engine thread."""
         return threading.get_ident() == self._thread.ident
 
+    @property
+    def thread_id(self) -> int | None:
+        return self._thread.ident
+
     def stop(self, timeout: float = 10.0) -> None:
-        """Cancel whatever still runs on the engine loop, then stop the thread."""
+        """Cancel and await whatever still runs on the engine loop, then stop every thread."""
+        self.watchdog.stop()
+        self.clock.stop()
         if not self._thread.is_alive():
+            self.pool.shutdown(wait=False, cancel_futures=True)
             return
 
         async def cancel_all() -> None:
@@ -114,6 +133,15 @@ class Engine:
         if not self._thread.is_alive():
             self.loop.close()
 
+    async def sleep_until(self, when: float) -> None:
+        """Sleep on the engine loop until `time.perf_counter()` reaches `when`, to tens of µs."""
+        if when - time.perf_counter() > 0.01:
+            # The bulk of a long wait goes to the loop's own timer; only the end needs precision.
+            await asyncio.sleep(when - time.perf_counter() - 0.005)
+        future: asyncio.Future[None] = self.loop.create_future()
+        self.clock.wake_at(when, self.loop, future)
+        await future
+
     def _reply_box(self, loop: asyncio.AbstractEventLoop) -> _Mailbox:
         box = self._replies.get(loop)
         if box is None:
@@ -123,6 +151,14 @@ class Engine:
                     box = self._replies[loop] = _Mailbox(loop)
         return box
 
+    def post(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run `fn(*args)` on the engine loop soon; callable from any thread."""
+        self._inbox.post(fn, *args)
+
+    def post_to(self, loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
+        """Run `fn(*args)` on `loop` soon, batched with other replies to that loop."""
+        self._reply_box(loop).post(fn, *args)
+
     async def run(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run the coroutine `make()` as a task on the engine loop and await its result here.
 
@@ -131,6 +167,8 @@ class Engine:
         """
         if self.on_engine():
             return await make()
+        if not self._thread.is_alive():
+            raise RuntimeError("the engine is not running")
         caller = asyncio.get_running_loop()
         result: asyncio.Future[T] = caller.create_future()
         replies = self._reply_box(caller)
@@ -165,6 +203,72 @@ class Engine:
             raise
 
 
+class _Watchdog:
+    """Notices an engine loop that stopped turning (a blocking call inside an `async` tool).
+
+    A tool that calls `time.sleep` inside `async def` blocks the engine thread: every instance,
+    tick and time limit stops with it, and nothing inside the loop can notice. This thread
+    pings the loop; when a ping goes unanswered for `stall_seconds` it logs the engine thread's
+    stack once per stall (which names the offending tool) and `stalled()` reports it, which
+    `/ready` and `list_components` show.
+    """
+
+    def __init__(self, engine: Engine, stall_seconds: float) -> None:
+        self._engine = engine
+        self.stall_seconds = stall_seconds
+        self._answered = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="statefulmcp-watchdog", daemon=True)
+        self._reported = False
+        self.stalls = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _answer(self) -> None:
+        self._answered = time.monotonic()
+
+    def stalled(self) -> str | None:
+        """Why the engine loop cannot serve right now, or None when it is turning."""
+        behind = time.monotonic() - self._answered
+        if behind < self.stall_seconds:
+            return None
+        return (
+            f"the engine loop has been blocked for {behind:.1f} s: a tool or background method is "
+            "running blocking code inside `async def` (see the log for its stack)"
+        )
+
+    def _run(self) -> None:
+        interval = min(0.25, self.stall_seconds / 4)
+        loop = self._engine.loop
+        while not self._stop.wait(interval):
+            try:
+                loop.call_soon_threadsafe(self._answer)
+            except RuntimeError:  # the loop closed: the engine is stopping
+                return
+            if self.stalled() is None:
+                self._reported = False
+            elif not self._reported:
+                self._reported = True
+                self.stalls += 1
+                self._report()
+
+    def _report(self) -> None:
+        frame = sys._current_frames().get(self._engine.thread_id or -1)
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else "(no stack)"
+        log.error(
+            "%s; calls, ticks and time limits of every instance wait until it returns. Use "
+            "`await asyncio.sleep`, or a sync `def` tool (it runs on a worker thread). Engine stack:\n%s",
+            self.stalled(),
+            stack,
+        )
+
+
 class _Clock:
     """One thread that wakes loops at precise instants, for sub-millisecond periodic ticks.
 
@@ -178,9 +282,12 @@ class _Clock:
         self._heap: list[tuple[float, int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._seq = 0
         self._thread: threading.Thread | None = None
+        self._stopped = False
 
     def wake_at(self, when: float, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
         with self._cond:
+            if self._stopped:
+                raise RuntimeError("the clock is stopped")
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="statefulmcp-clock", daemon=True)
                 self._thread.start()
@@ -188,12 +295,22 @@ class _Clock:
             heapq.heappush(self._heap, (when, self._seq, loop, future))
             self._cond.notify()
 
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._heap or self._heap[0][0] > time.perf_counter():
+                while not self._stopped and (not self._heap or self._heap[0][0] > time.perf_counter()):
                     timeout = self._heap[0][0] - time.perf_counter() if self._heap else None
                     self._cond.wait(timeout)
+                if self._stopped:
+                    return
                 _, _, loop, future = heapq.heappop(self._heap)
             with contextlib.suppress(RuntimeError):  # a closed loop has nobody waiting any more
                 loop.call_soon_threadsafe(_resolve, future)
@@ -202,20 +319,6 @@ class _Clock:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-_clock = _Clock()
-
-
-async def sleep_until(when: float) -> None:
-    """Sleep until `time.perf_counter()` reaches `when`, precise to tens of microseconds."""
-    loop = asyncio.get_running_loop()
-    if when - time.perf_counter() > 0.01:
-        # The bulk of a long wait goes to the loop's own timer; only the end needs precision.
-        await asyncio.sleep(when - time.perf_counter() - 0.005)
-    future: asyncio.Future[None] = loop.create_future()
-    _clock.wake_at(when, loop, future)
-    await future
 
 
 class Deadlines:
@@ -264,3 +367,90 @@ class Deadlines:
                         task.cancel()
         finally:
             self._sweeper = None
+
+
+class SyncSlots:
+    """At most `limit` sync bodies of one component on worker threads at once; callable from any loop.
+
+    Worker threads are shared by every component, and a sync body that never returns keeps its
+    thread forever: without a bound per component, one component with a hanging body would
+    take every thread and stop the sync tools of all the others. A call over the bound queues
+    (in arrival order) until a thread of its component frees up or its time limit ends.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.busy = 0
+        self._lock = threading.Lock()
+        self._queue: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    async def acquire(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self.busy < self.limit and not self._queue:
+                self.busy += 1
+                return
+            future: asyncio.Future[None] = loop.create_future()
+            self._queue.append((loop, future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # the slot was granted just as we gave up: pass it on
+            else:
+                with self._lock, contextlib.suppress(ValueError):
+                    self._queue.remove((loop, future))
+            raise
+
+    def release(self) -> None:
+        with self._lock:
+            if not self._queue:
+                self.busy -= 1
+                return
+            loop, future = self._queue.popleft()
+        try:
+            loop.call_soon_threadsafe(self._grant, future)
+        except RuntimeError:  # that caller's loop is gone; give the slot to the next one
+            self.release()
+
+    def _grant(self, future: asyncio.Future[None]) -> None:
+        if future.done():
+            self.release()
+        else:
+            future.set_result(None)
+
+    async def run(
+        self, fn: Callable[[], T], executor: concurrent.futures.Executor, *, hold: bool = True
+    ) -> T:
+        """Run `fn` on a worker thread of `executor` within this bound.
+
+        With `hold` (a turn of a stateful instance), a cancelled caller still waits for the
+        thread: a sync body cannot be interrupted in Python, and whoever holds an instance's turn
+        never lets go while its code is still running. Without it (a stateless call) the caller
+        may leave at once; the slot stays taken until the thread really ends either way.
+        """
+        await self.acquire()
+        try:
+            work = executor.submit(fn)
+        except BaseException:
+            self.release()
+            raise
+        work.add_done_callback(lambda _: self.release())
+        future = asyncio.wrap_future(work)
+        return await (hold_until_done(future) if hold else future)
+
+
+async def hold_until_done(future: asyncio.Future[T]) -> T:
+    """Await `future`; if cancelled meanwhile, keep waiting for it, then re-raise the cancellation."""
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        while not future.done():
+            # Whatever the body ends with, the caller's answer is the cancellation.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.shield(future)
+        raise

@@ -1,51 +1,64 @@
-"""The host: loads and unloads components, and routes each call to its instance.
+"""The host: loads and unloads components, and routes each call to its entry in the tool table.
 
-The routing table maps a tool name to its component and tool spec. It is replaced whole on every
-load or unload (never mutated in place), so the transport thread can read it without a lock
-while the engine changes it.
+The host has one explicit life cycle, `UNOPENED -> OPEN -> DRAINING -> CLOSED`: calls before
+`start()` or after `aclose()` fail at once with an error that says what to do, and a closed
+host cannot be reopened. It owns everything it starts: the engine (thread, clock, deadlines,
+watchdog, worker threads), the store, remote connections and every live component.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import enum
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mcp_types import CallToolResult
 
-from statefulmcp.components import (
+from statefulmcp import instances
+from statefulmcp._errors import (
     ComponentError,
-    ComponentSpec,
-    InstanceLost,
-    LoadOptions,
+    HostStateError,
+    StatefulMCPError,
+    ToolCallError,
     ToolInputError,
     ToolResultError,
-    ToolSpec,
-    import_file,
+)
+from statefulmcp._importing import import_file
+from statefulmcp._options import LoadOptions
+from statefulmcp._tools import ComponentTool, EngineTool, Entry, Finish, HostTool, ToolTable
+from statefulmcp.components import (
+    ComponentSpec,
     specs_from_module,
     specs_from_object,
     tool_result_text,
 )
-from statefulmcp.engine import Deadlines, Engine
-from statefulmcp.instances import CallError, Component
-from statefulmcp.remote import Remote, RemoteCallError, RemotePool
-from statefulmcp.state import Store, StoreError, Sync, store_path
+from statefulmcp.engine import Engine
+from statefulmcp.handles import handle_tools
+from statefulmcp.live import LiveComponent
+from statefulmcp.remote import Remote, RemotePool
+from statefulmcp.state import Store, Sync, store_path
 from statefulmcp.state.sqlite import SqliteStore
-from statefulmcp.state.view import StateValueError
 
 log = logging.getLogger("statefulmcp.host")
 
-# Tools the transport serves itself; no component may take these names.
+# Tools the host serves itself; no component may take these names.
 RESERVED_TOOL_NAMES = frozenset({"list_components", "load_component", "unload_component"})
 
 _SUFFIXES = (".py", ".wasm")
 
+Target = str | Path | object
 
-class ToolCallError(Exception):
-    """A tool call failed; the message says why and is what an MCP client sees as the error."""
+
+class _Life(enum.Enum):
+    UNOPENED = "unopened"
+    OPEN = "open"
+    DRAINING = "draining"
+    CLOSED = "closed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,84 +76,17 @@ class ComponentInfo:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
-    """Where a tool name leads: its component, its spec, and the host-made body if it has one."""
-
-    component: Component
-    tool: ToolSpec
-    builtin: Callable[[Component, dict[str, Any]], Coroutine[Any, Any, Any]] | None = None
-
-
-def _handle_tools(
-    spec: ComponentSpec,
-) -> list[tuple[ToolSpec, Callable[[Component, dict[str, Any]], Coroutine[Any, Any, Any]]]]:
-    """The `<name>_open` / `<name>_close` tools of a component with handles."""
-    key = spec.key or "session"
-
-    async def open_(component: Component, arguments: dict[str, Any]) -> str:
-        return await component.open_handle()
-
-    async def close(component: Component, arguments: dict[str, Any]) -> bool:
-        if not await component.close_handle(arguments[key]):
-            raise CallError(f"unknown or closed handle {arguments[key]!r} for component {spec.name!r}")
-        return True
-
-    def validate_close(arguments: dict[str, Any]) -> dict[str, Any]:
-        value = arguments.get(key)
-        if not isinstance(value, str):
-            raise ToolInputError(f"{key}: a handle string is required")
-        return {key: value}
-
-    def as_result(value: Any) -> CallToolResult:
-        result = tool_result_text(str(value).lower() if isinstance(value, bool) else str(value))
-        result.structured_content = {"result": value}
-        return result
-
-    def unused(instance: Any, arguments: dict[str, Any]) -> Any:
-        raise AssertionError("handle tools run on the component, not on an instance")
-
-    open_spec = ToolSpec(
-        name="open",
-        description=f"Open a new {spec.name} instance and return its handle; pass it as `{key}` to the other tools.",
-        input_schema={"type": "object", "properties": {}},
-        output_schema={
-            "type": "object",
-            "properties": {"result": {"type": "string"}},
-            "required": ["result"],
-        },
-        validate=lambda arguments: {},
-        call=unused,
-        is_async=True,
-        to_result=as_result,
-    )
-    close_spec = ToolSpec(
-        name="close",
-        description=f"Close a {spec.name} handle and drop its instance.",
-        input_schema={"type": "object", "properties": {key: {"type": "string"}}, "required": [key]},
-        output_schema={
-            "type": "object",
-            "properties": {"result": {"type": "boolean"}},
-            "required": ["result"],
-        },
-        validate=validate_close,
-        call=unused,
-        is_async=True,
-        to_result=as_result,
-    )
-    return [(open_spec, open_), (close_spec, close)]
-
-
 class Host:
     """Loads components, owns the engine and the store, and runs calls.
 
     Use as `async with Host(state="sqlite:///state.db") as host:`. The same object backs the MCP
-    server and in-process embedding: `await host.call(name, args)` returns what the tool
-    returned, and raises `ToolCallError` when the call fails.
+    server and in-process embedding: `await host.call(name, args)` returns (a private copy of)
+    what the tool returned, and raises `ToolCallError` when the call fails.
 
     `state` is where durable state goes (a `sqlite:///` URL, a path, or a `Store`); without one,
     every component keeps its state in memory only. `sync="process"` trades the OS-crash guarantee
-    for speed (see docs/guarantees.md). `max_call_seconds` caps every call.
+    for speed (see docs/guarantees.md). `max_call_seconds` caps every call; `hook_seconds` caps
+    each `on_deactivate` (and the wait for a turn to end) at unload and shutdown.
     """
 
     def __init__(
@@ -149,20 +95,24 @@ class Host:
         state: str | Path | Store | None = None,
         sync: Sync = "os",
         max_call_seconds: float | None = 300.0,
+        hook_seconds: float = 10.0,
+        workers: int = 64,
+        stall_seconds: float = 2.0,
     ) -> None:
-        self.engine = Engine()
-        self.deadlines = Deadlines()
+        self.engine = Engine(workers=workers, stall_seconds=stall_seconds)
         self._state = state
         self._sync: Sync = sync
         self.store: Store | None = None
         self.max_call_seconds = max_call_seconds
+        self.hook_seconds = hook_seconds
         self.remotes = RemotePool()
-        self._components: dict[str, Component] = {}
-        self._routes: dict[str, Route] = {}
+        self._components: dict[str, LiveComponent] = {}
+        self._table = ToolTable()
         self._listeners: list[Callable[[], Awaitable[None]]] = []
-        self._started = False
-        self.draining = False
-        self._inflight = 0
+        self._life = _Life.UNOPENED
+        self._calls: set[asyncio.Task[Any]] = set()
+        self._cut: set[asyncio.Task[Any]] = set()
+        self._drain_timeout = 0.0
         self._idle = asyncio.Event()
         self._changing = asyncio.Lock()  # one load or unload at a time
 
@@ -170,41 +120,92 @@ class Host:
 
     def start(self) -> None:
         """Open the store (raising `StoreError` if it cannot be used) and start the engine."""
-        if self._started:
+        if self._life is _Life.OPEN:
             return
+        if self._life is not _Life.UNOPENED:
+            raise HostStateError("this host was closed and cannot be reopened; create a new Host")
         if isinstance(self._state, str | Path):
             self.store = SqliteStore(store_path(self._state), sync=self._sync)
         elif self._state is not None:
             self.store = self._state
         self.engine.start()
-        self._started = True
+        self._life = _Life.OPEN
+
+    def _require_open(self, *, draining_ok: bool = False) -> None:
+        life = self._life
+        if life is _Life.OPEN or (draining_ok and life is _Life.DRAINING):
+            return
+        if life is _Life.UNOPENED:
+            raise HostStateError(
+                "the host is not started: use `async with Host(...) as host:` or call `host.start()` first"
+            )
+        if life is _Life.DRAINING:
+            raise ToolCallError("the server is shutting down and takes no new calls; retry after it restarts")
+        raise HostStateError("this host is closed; a closed host cannot be reopened, create a new Host")
+
+    @property
+    def draining(self) -> bool:
+        return self._life in (_Life.DRAINING, _Life.CLOSED)
+
+    def health(self) -> str | None:
+        """None when the host can serve; otherwise why not (for `/ready` and `list_components`)."""
+        if self._life is not _Life.OPEN:
+            return f"the host is {self._life.value}"
+        stalled = self.engine.watchdog.stalled()
+        if stalled is not None:
+            return stalled
+        store_health = getattr(self.store, "health", None)
+        return store_health() if callable(store_health) else None
 
     async def drain(self, timeout: float) -> bool:
-        """Refuse new calls and wait up to `timeout` s for in-flight ones; False if some remain."""
-        self.draining = True
-        if self._inflight == 0:
+        """Refuse new calls and wait up to `timeout` s for in-flight ones; False if some remained.
+
+        Calls still running at the timeout are cancelled, and each answers with a clear "shutting
+        down" error instead of being cut off without a reply.
+        """
+        if self._life is _Life.OPEN:
+            self._life = _Life.DRAINING
+        if not self._calls:
             return True
         self._idle.clear()
         try:
             async with asyncio.timeout(timeout):
                 await self._idle.wait()
+            return True
         except TimeoutError:
-            log.warning("%d calls still running after the %.1f s drain timeout", self._inflight, timeout)
-            return False
-        return True
+            pass
+        log.warning(
+            "%d calls still running after the %.1f s drain timeout; cancelling them",
+            len(self._calls),
+            timeout,
+        )
+        self._drain_timeout = timeout
+        self._cut = set(self._calls)
+        for task in self._cut:
+            task.cancel()
+        try:
+            async with asyncio.timeout(2.0):
+                await self._idle.wait()
+        except TimeoutError:
+            log.error("%d cancelled calls did not answer; they are abandoned", len(self._calls))
+        return False
 
     async def aclose(self) -> None:
-        """Deactivate every instance (committing what `on_deactivate` writes), close the store, stop."""
-        if not self._started:
+        """Deactivate every instance (committing what `on_deactivate` writes), close the store, stop.
+
+        Everything the host started is stopped and awaited: no thread or task of it remains.
+        """
+        if self._life in (_Life.UNOPENED, _Life.CLOSED):
+            self._life = _Life.CLOSED
             return
-        self.draining = True
+        self._life = _Life.DRAINING
         for name in list(self._components):
-            await self.unload(name, notify=False)
+            await self._unload(name, purge=False)
         await self.engine.run(self.remotes.close)
+        self._life = _Life.CLOSED
+        await asyncio.to_thread(self.engine.stop)
         if self.store is not None:
             await asyncio.to_thread(self.store.close)
-        await asyncio.to_thread(self.engine.stop)
-        self._started = False
 
     async def __aenter__(self) -> Host:
         self.start()
@@ -226,29 +227,38 @@ class Host:
 
     # -- load / unload / list ---------------------------------------------------------------
 
-    async def load(self, target: str | Path | object, options: LoadOptions | None = None) -> list[str]:
+    async def load(self, target: Target, options: LoadOptions | None = None) -> list[str]:
         """Load a file, a directory of files, or an in-process object; return the component names.
 
-        A component whose name is already loaded is replaced: its instances are deactivated
-        (their `on_deactivate` writes committed) before the new one serves, so the new instances
-        start fresh from durable state. A tool name already served by another component is
-        refused, and nothing changes.
+        A component whose name is already loaded is replaced: new calls wait for the new one,
+        parked waiters of the old one fail at once, and its instances are deactivated (their
+        `on_deactivate` writes committed) before the new one serves, so the new instances start
+        fresh from durable state. A tool name already served by another component is refused,
+        and nothing changes.
         """
-        specs = await asyncio.to_thread(self._specs_of, target, options)
+        return await self.load_all([target], options)
+
+    async def load_all(self, targets: Sequence[Target], options: LoadOptions | None = None) -> list[str]:
+        """Load several targets as one change: components in one batch may use each other's tools."""
+        self._require_open()
+        specs = await asyncio.to_thread(lambda: [s for t in targets for s in self._specs_of(t, options)])
         async with self._changing:
-            components, routes, replaced = self._plan(specs)
+            self._require_open()
+            components, table, replaced = self._plan(specs)
             for old in replaced:
                 old.closed = True
                 await self.engine.run(old.close)
-            self._components, self._routes = components, routes
+            self._components, self._table = components, table
         for spec in specs:
             log.info("loaded component %s from %s (%d tools)", spec.name, spec.source, len(spec.tools))
         await self._notify()
         return [spec.name for spec in specs]
 
-    def _specs_of(self, target: str | Path | object, options: LoadOptions | None) -> list[ComponentSpec]:
+    def _specs_of(self, target: Target, options: LoadOptions | None) -> list[ComponentSpec]:
         if not isinstance(target, str | Path):
             return specs_from_object(target, options)
+        if "\x00" in str(target):
+            raise ComponentError(f"{str(target)!r}: a path cannot contain a NUL character")
         # absolute, not resolved: a .wasm policy file is looked up beside the path as given
         path = Path(target).absolute()
         if path.is_dir():
@@ -270,105 +280,129 @@ class Host:
 
     def _plan(
         self, specs: list[ComponentSpec]
-    ) -> tuple[dict[str, Component], dict[str, Route], list[Component]]:
-        """The component and routing tables after loading `specs`, and the components they replace."""
+    ) -> tuple[dict[str, LiveComponent], ToolTable, list[LiveComponent]]:
+        """The component map and tool table after loading `specs`, and the components they replace."""
         names = [spec.name for spec in specs]
         if len(set(names)) != len(names):
             raise ComponentError(f"two components in one load share a name: {sorted(names)}")
         replaced = [self._components[name] for name in names if name in self._components]
-        routes = {n: r for n, r in self._routes.items() if r.component not in replaced}
+        table = self._table.without({c.name for c in replaced})
         components = {n: c for n, c in self._components.items() if c not in replaced}
         for spec in specs:
-            self._check_uses(spec)
-            if spec.durability == "turn" and self.store is None and spec.stateful:
-                log.warning(
-                    "no state store configured: component %s keeps its state in memory only", spec.name
-                )
-            component = Component(
-                spec,
-                store=self.store,
-                max_call_seconds=self.max_call_seconds,
-                deadlines=self.deadlines,
-                bind=self._binder(spec),
-            )
-            components[spec.name] = component
-            entries: list[tuple[ToolSpec, Any]] = [(t, None) for t in spec.tools]
-            if spec.handles:
-                entries += _handle_tools(spec)
-            for tool, builtin in entries:
-                full = f"{spec.name}_{tool.name}"
-                if full in RESERVED_TOOL_NAMES:
-                    raise ComponentError(
-                        f"tool name {full!r} is reserved by the host; rename the component or tool"
-                    )
-                if full in routes:
-                    owner = routes[full].component.spec
-                    raise ComponentError(
-                        f"tool {full!r} of component {spec.name!r} ({spec.source}) is already served by "
-                        f"component {owner.name!r} ({owner.source}); nothing was loaded. Rename one of them"
-                    )
-                routes[full] = Route(component, tool, builtin)
-        return components, routes, replaced
+            live = self._live(spec)
+            components[spec.name] = live
+            table = table.adding(self._entries(live), f"component {spec.name!r} ({spec.source})")
+        for spec in specs:
+            self._check_uses(spec, table)
+        return components, table, replaced
 
-    async def unload(self, name: str, *, purge: bool = False, notify: bool = True) -> None:
+    def _live(self, spec: ComponentSpec) -> LiveComponent:
+        if spec.durability == "turn" and self.store is None and spec.stateful:
+            log.warning("no state store configured: component %s keeps its state in memory only", spec.name)
+        return LiveComponent(
+            spec,
+            engine=self.engine,
+            store=self.store,
+            max_call_seconds=self.max_call_seconds,
+            hook_seconds=self.hook_seconds,
+            sync_limit=max(1, self.engine.workers // 4),
+            bind=self._binder(spec),
+        )
+
+    def _entries(self, live: LiveComponent) -> dict[str, Entry]:
+        spec = live.spec
+        entries: dict[str, Entry] = {
+            f"{spec.name}_{t.name}": ComponentTool(t, live, self.engine) for t in spec.tools
+        }
+        if live.handles is not None:
+            handles = live.handles
+            open_spec, close_spec = handle_tools(spec.name, spec.key or "session")
+            key = spec.key or "session"
+
+            async def open_(live: LiveComponent, arguments: dict[str, Any]) -> str:
+                return await handles.open()
+
+            async def close(live: LiveComponent, arguments: dict[str, Any]) -> bool:
+                if not await handles.close(live, arguments[key]):
+                    raise ToolCallError(
+                        f"unknown or closed handle {arguments[key]!r} for component {spec.name!r}"
+                    )
+                return True
+
+            entries[f"{spec.name}_open"] = EngineTool(open_spec, live, self.engine, open_)
+            entries[f"{spec.name}_close"] = EngineTool(close_spec, live, self.engine, close)
+        for name in entries:
+            if name in RESERVED_TOOL_NAMES:
+                raise ComponentError(
+                    f"tool name {name!r} is reserved by the host; rename the component or tool"
+                )
+        return entries
+
+    def add_host_tools(self, tools: Iterable[HostTool]) -> None:
+        """Serve the host's own tools (the transport's admin tools) beside the components' tools."""
+        self._table = self._table.adding({t.spec.name: t for t in tools}, "the host")
+
+    async def unload(self, name: str, *, purge: bool = False) -> None:
         """Remove a component and its tools; its instances are deactivated and dropped.
 
         Durable state stays (a reload resumes it) unless `purge` is true.
         """
-        async with self._changing:
-            component = self._components.get(name)
-            if component is None:
-                raise ComponentError(f"no component named {name!r} is loaded")
-            self._routes = {n: r for n, r in self._routes.items() if r.component is not component}
-            self._components = {n: c for n, c in self._components.items() if c is not component}
-            component.closed = True
-            await self.engine.run(component.close)
-            if purge and self.store is not None:
-                await self.engine.run(lambda: self._purge(name))
-        log.info("unloaded component %s%s", name, " and purged its state" if purge else "")
-        if notify:
-            await self._notify()
+        self._require_open()
+        await self._unload(name, purge=purge)
+        await self._notify()
 
-    async def _purge(self, name: str) -> None:
-        assert self.store is not None
-        await self.store.purge(name)
+    async def _unload(self, name: str, *, purge: bool) -> None:
+        async with self._changing:
+            live = self._components.get(name)
+            if live is None:
+                raise ComponentError(f"no component named {name!r} is loaded")
+            self._table = self._table.without({name})
+            self._components = {n: c for n, c in self._components.items() if c is not live}
+            live.closed = True
+            await self.engine.run(live.close)
+            store = self.store
+            if purge and store is not None:
+                await self.engine.run(lambda: store.purge(name))
+        log.info("unloaded component %s%s", name, " and purged its state" if purge else "")
 
     async def activate_eager(self) -> int:
-        """Activate every instance with durable state of each `activate="eager"` component.
+        """Activate the instances of each `activate="eager"` component now, not on their first call.
 
-        Returns how many were activated. `/ready` waits for this, so background work resumes
-        before the server says it can serve.
+        A singleton is activated even with no stored state; a keyed component activates every
+        key that has durable state. Returns how many were activated; raises `ActivationError` when
+        an `on_activate` fails. `/ready` waits for this, so background work resumes before the
+        server says it can serve.
         """
-        store = self.store
-        if store is None:
-            return 0
+        self._require_open()
         count = 0
-        for component in list(self._components.values()):
-            if component.spec.activate != "eager" or component.store is None:
+        for live in list(self._components.values()):
+            if live.spec.activate != "eager" or not live.spec.stateful:
                 continue
-
-            async def run(component: Component = component) -> int:
-                assert store is not None
-                keys = await store.keys(component.spec.name)
-                for key in keys:
-                    await component.activate(None if key == "" and component.spec.key is None else key)
-                return len(keys)
-
-            count += await self.engine.run(run)
+            count += await self.engine.run(lambda live=live: self._activate_all(live))  # type: ignore[misc]
         return count
+
+    async def _activate_all(self, live: LiveComponent) -> int:
+        if live.spec.key is None:
+            await live.activate(None)
+            return 1
+        keys = await live.store.keys(live.name) if live.store is not None else []
+        for key in keys:
+            await live.activate(key)
+        return len(keys)
 
     # -- calls to other tools ---------------------------------------------------------------
 
-    def _check_uses(self, spec: ComponentSpec) -> None:
+    def _check_uses(self, spec: ComponentSpec, table: ToolTable) -> None:
         for alias, target in spec.uses.items():
-            if not alias.isidentifier() or alias.startswith("_"):
-                raise ComponentError(
-                    f"component {spec.name!r}: uses alias {alias!r} must be a public identifier"
-                )
+            where = f"component {spec.name!r}: uses alias {alias!r}"
+            if not isinstance(alias, str) or not alias.isidentifier() or alias.startswith("_"):
+                raise ComponentError(f"{where} must be a public identifier")
             if not isinstance(target, str | Remote):
+                raise ComponentError(f"{where} must name a tool or be Remote(url, tool), not {target!r}")
+            if isinstance(target, str) and target not in table:
                 raise ComponentError(
-                    f"component {spec.name!r}: uses[{alias!r}] must be a tool name or Remote(url, tool), "
-                    f"not {target!r}"
+                    f"{where} names tool {target!r}, which is not loaded; load the component that serves it "
+                    "in the same batch (e.g. serve both files) or earlier"
                 )
 
     def _binder(self, spec: ComponentSpec) -> Callable[[Any], None] | None:
@@ -377,18 +411,7 @@ class Host:
             return None
         calls: dict[str, Callable[..., Coroutine[Any, Any, Any]]] = {}
         for alias, target in spec.uses.items():
-            if isinstance(target, Remote):
-
-                async def remote(_target: Remote = target, **arguments: Any) -> Any:
-                    return await self.remotes.call(_target, arguments)
-
-                calls[alias] = remote
-            else:
-
-                async def local(_name: str = target, **arguments: Any) -> Any:
-                    return await self.call(_name, arguments)
-
-                calls[alias] = local
+            calls[alias] = self._outbound(spec.name, alias, target)
 
         def bind(obj: Any) -> None:
             for alias, call in calls.items():
@@ -396,87 +419,113 @@ class Host:
 
         return bind
 
+    def _outbound(self, component: str, alias: str, target: Any) -> Callable[..., Coroutine[Any, Any, Any]]:
+        async def call(**arguments: Any) -> Any:
+            here = instances.current.get()
+            if here is not None:
+                await here.gate()  # what this call sends may depend on writes not yet durable
+            if isinstance(target, Remote):
+                return await self.remotes.call(target, arguments)
+            if target not in self._table:
+                raise ToolCallError(
+                    f"component {component!r}: uses alias {alias!r} names tool {target!r}, which is not "
+                    "loaded any more; load its component again"
+                )
+            return await self.call(target, arguments)
+
+        return call
+
     def list(self) -> list[ComponentInfo]:
         """Every loaded component with its tools and live instance count."""
-        out = []
-        for component in self._components.values():
-            spec = component.spec
-            out.append(
-                ComponentInfo(
-                    name=spec.name,
-                    source=spec.source,
-                    stateful=spec.stateful,
-                    key=spec.key,
-                    handles=spec.handles,
-                    durability=spec.durability,
-                    tools=[n for n, r in self._routes.items() if r.component is component],
-                    instances=component.live_count,
-                    details={**spec.details, **component.details()},
-                )
+        table = self._table
+        return [
+            ComponentInfo(
+                name=live.name,
+                source=live.spec.source,
+                stateful=live.spec.stateful,
+                key=live.spec.key,
+                handles=live.spec.handles,
+                durability=live.spec.durability if live.spec.stateful else "none",
+                tools=table.of(live),
+                instances=len(live.instances),
+                details={**live.spec.details, **live.details()},
             )
-        return out
+            for live in self._components.values()
+        ]
 
-    def tools(self) -> dict[str, ToolSpec]:
-        """Tool name -> spec, for listing."""
-        return {name: route.tool for name, route in self._routes.items()}
+    def tools(self) -> ToolTable:
+        """Tool name -> entry (its `spec` has the schema and description), for listing."""
+        return self._table
 
-    def route(self, name: str) -> Route | None:
-        return self._routes.get(name)
+    def entry(self, name: str) -> Entry | None:
+        return self._table.get(name)
 
     # -- calls ------------------------------------------------------------------------------
 
-    def _resolve(self, name: str, arguments: dict[str, Any] | None) -> tuple[Route, dict[str, Any]]:
-        route = self._routes.get(name)
-        if route is None:
+    def _resolve(self, name: str, arguments: dict[str, Any] | None) -> tuple[Entry, dict[str, Any]]:
+        entry = self._table.get(name)
+        if entry is None:
             raise ToolCallError(f"unknown tool {name!r}; list the tools to see what this server offers")
+        if arguments is not None and not isinstance(arguments, dict):
+            raise ToolCallError(f"invalid arguments for tool {name!r}: arguments must be an object")
         try:
-            return route, route.tool.validate(arguments or {})
+            return entry, entry.spec.validate(arguments or {})
         except ToolInputError as exc:
             raise ToolCallError(f"invalid arguments for tool {name!r}: {exc}") from None
 
-    async def _run(self, route: Route, arguments: dict[str, Any]) -> Any:
+    async def _run(self, name: str, entry: Entry, arguments: dict[str, Any], finish: Finish) -> Any:
         # A call made from inside a turn (a component using another tool) is part of a call
         # already counted, and must be able to finish while draining.
-        outer = not self.engine.on_engine()
-        if outer and self.draining:
-            raise ToolCallError("the server is shutting down and takes no new calls; retry after it restarts")
-        component, tool, builtin = route.component, route.tool, route.builtin
-        if outer:
-            self._inflight += 1
+        if self.engine.on_engine():
+            return await self._guarded(name, entry, arguments, finish)
+        self._require_open()
+        task = asyncio.current_task()
+        assert task is not None
+        self._calls.add(task)
         try:
-            if builtin is not None:
-                return await self.engine.run(lambda: builtin(component, arguments))
-            return await self.engine.run(lambda: component.call(tool, arguments))
-        except (
-            CallError,
-            ComponentError,
-            InstanceLost,
-            RemoteCallError,
-            StateValueError,
-            StoreError,
-            ToolCallError,
-        ) as exc:
+            return await self._guarded(name, entry, arguments, finish)
+        except asyncio.CancelledError:
+            if task not in self._cut:
+                raise
+            task.uncancel()
+            raise ToolCallError(
+                f"the server is shutting down; this call was cancelled after the {self._drain_timeout:g} s "
+                "drain timeout. Retry after it restarts"
+            ) from None
+        finally:
+            self._calls.discard(task)
+            if not self._calls:
+                self._idle.set()
+
+    async def _guarded(self, name: str, entry: Entry, arguments: dict[str, Any], finish: Finish) -> Any:
+        try:
+            return await entry.run(arguments, finish)
+        except ToolCallError:
+            raise
+        except StatefulMCPError as exc:
             # The host's own errors already say what happened and what to do.
             raise ToolCallError(str(exc)) from None
         except Exception as exc:
-            log.warning("tool %s_%s raised", component.spec.name, tool.name, exc_info=exc)
+            # A tool's own exception is its answer, not a server fault: one line, traceback at debug.
+            log.info("tool %s raised %s: %s", name, type(exc).__name__, exc)
+            log.debug("traceback of tool %s", name, exc_info=exc)
             raise ToolCallError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
-        finally:
-            if outer:
-                self._inflight -= 1
-                if self._inflight == 0:
-                    self._idle.set()
 
     async def call(self, name: str, arguments: dict[str, Any] | None = None) -> Any:
-        """Call a tool in-process and return what it returned; raises `ToolCallError` on failure."""
-        route, validated = self._resolve(name, arguments)
-        return await self._run(route, validated)
+        """Call a tool in-process; returns a copy of what it returned, made inside its turn.
+
+        Raises `ToolCallError` on failure.
+        """
+        self._require_open(draining_ok=self.engine.on_engine())
+        entry, validated = self._resolve(name, arguments)
+        return await self._run(name, entry, validated, copy.deepcopy)
 
     async def call_result(self, name: str, arguments: dict[str, Any] | None = None) -> CallToolResult:
         """Call a tool and return the MCP result; failures become `isError` results, never raise."""
         try:
-            route, validated = self._resolve(name, arguments)
-            value = await self._run(route, validated)
-            return route.tool.to_result(value)
-        except (ToolCallError, ToolResultError) as exc:
+            self._require_open()
+            entry, validated = self._resolve(name, arguments)
+            result: CallToolResult = await self._run(name, entry, validated, entry.spec.to_result)
+            return result
+        except (ToolCallError, ToolResultError, HostStateError) as exc:
             return tool_result_text(str(exc), error=True)

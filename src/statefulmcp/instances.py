@@ -1,48 +1,59 @@
-"""Instances of a loaded component: activation, serialized turns, waits, background ticks, deactivation.
+"""`Instance`: one live object of a stateful component, and its turn.
 
-Everything here runs on the engine loop. A stateful instance's turns are serialized by a FIFO
-lock: a call holds it from the first line of the tool body to the last, across every `await`,
-so two calls never interleave on one instance while different instances run concurrently.
+Everything here runs on the engine loop. A turn is one tool call (or tick) on one instance:
+acquire the instance -> run the body -> convert the reply -> commit the state -> release. Turns
+of one instance are serialized by a FIFO lock held across every `await`, so two calls never
+interleave on one instance while different instances run concurrently.
 
-The end of a turn is where durability happens: the turn's writes to `self.state` are committed
-to the store before the lock is released and before the reply leaves (the output gate). A turn
-that raises is rolled back and commits nothing. `wait_until` splits a turn in two at the wait,
-with the same commit at the split.
+The reply is converted inside the turn (invariant 8): a tool that returns its own live list is
+serialized before the next turn or tick can change it. The commit happens before the release and
+before the reply (the output gate); a turn that raises is rolled back and commits nothing. Once
+a commit is handed to the store, the turn's outcome is the commit's outcome: a cancellation that
+arrives meanwhile waits for it, so memory and disk never disagree.
+
+A background tick's commit is pipelined instead: the tick goes on while its commit is in
+flight, and any later reply of the instance (which may have observed the tick's writes) waits
+for it at its own commit point.
+
+`wait_until` splits a turn in two at the wait, with the same commit at the split. Waiters are
+failed at once when their instance is dropped (unload, replace, handle close), and a dropped
+instance never commits again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import logging
-import secrets
-import time
-import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from statefulmcp.components import ComponentSpec, InstanceLost, ToolSpec
-from statefulmcp.engine import Deadlines, sleep_until
-from statefulmcp.state import Change, Store
+from statefulmcp._errors import ActivationError, InstanceLost, StatefulMCPError, StoreError, ToolCallError
+from statefulmcp.state import Change
 from statefulmcp.state.view import StateView
+
+if TYPE_CHECKING:
+    from statefulmcp.background import Background
+    from statefulmcp.live import LiveComponent
 
 log = logging.getLogger("statefulmcp.instances")
 
-_HANDLE_MARK = "\x00open"
-"""A row every open handle has in the store, so handles survive a restart."""
+R = TypeVar("R")
 
-# The instances whose turns the current task is inside, outermost first: a call that would need
-# one of them again would wait on itself forever, so it is refused instead.
+# The instances whose turns the current call path is inside, outermost first: a call that would
+# need one of them again would wait on itself forever, so it is refused instead.
 _held: contextvars.ContextVar[tuple[Instance, ...]] = contextvars.ContextVar("statefulmcp_held", default=())
 
+# The wait-for graph across concurrent calls: each task waiting to acquire an instance -> that
+# instance. With `Instance.holder` it closes the loop: task -> instance -> its holder -> ...
+_waiting: dict[asyncio.Task[Any], Instance] = {}
 
-class CallError(Exception):
-    """A call that cannot be routed or run; the message is what the caller sees."""
+# The instance whose turn the running code is in (for gating outbound calls on pipelined commits).
+current: contextvars.ContextVar[Instance | None] = contextvars.ContextVar("statefulmcp_current", default=None)
 
 
-class _Stale(Exception):
+class Stale(Exception):
     """The instance a call waited for was dropped meanwhile (a trap, a close); route it again."""
 
 
@@ -52,228 +63,235 @@ class _Waiter:
     future: asyncio.Future[None]
 
 
-@dataclass(slots=True)
-class LoopStats:
-    """What `list_components` shows about one background method across all instances."""
-
-    ticks: int = 0
-    skipped: int = 0
-    failures: int = 0
-    last_error: str | None = None
-    lateness: list[float] = field(default_factory=list)
-
-    def record_lateness(self, seconds: float) -> None:
-        self.lateness.append(seconds)
-        if len(self.lateness) > 20_000:
-            del self.lateness[:10_000]
-
-    def summary(self) -> dict[str, Any]:
-        late = sorted(self.lateness)
-
-        def pick(q: float) -> float | None:
-            return round(late[min(len(late) - 1, int(q * len(late)))] * 1e6, 1) if late else None
-
-        return {
-            "ticks": self.ticks,
-            "skipped": self.skipped,
-            "failures": self.failures,
-            "last_error": self.last_error,
-            "lateness_us": {"p50": pick(0.5), "p99": pick(0.99), "max": pick(1.0)},
-        }
+def _same(value: Any) -> Any:
+    return value
 
 
 class Instance:
     """One live object of a stateful component, with the lock that serializes its turns."""
 
-    __slots__ = ("activated", "holder", "key", "lock", "obj", "tasks", "view", "waiters")
+    __slots__ = (
+        "activated",
+        "activating",
+        "background",
+        "dropped",
+        "ending",
+        "holder",
+        "key",
+        "lock",
+        "obj",
+        "owner",
+        "pending",
+        "view",
+        "waiters",
+        "wake_scheduled",
+    )
 
-    def __init__(self, key: str | None) -> None:
+    def __init__(self, owner: LiveComponent, key: str | None) -> None:
+        self.owner = owner
         self.key = key
         self.obj: Any = None
         self.lock = asyncio.Lock()
         self.holder: asyncio.Task[Any] | None = None
         self.activated = False
-        self.view = StateView()
+        self.activating = False
+        self.dropped: str | None = None
+        self.ending: str | None = None
+        self.view = StateView(on_change=self._changed)
         self.waiters: list[_Waiter] = []
-        self.tasks: list[asyncio.Task[None]] = []
+        self.background: Background | None = None
+        self.pending: asyncio.Future[None] | None = None
+        self.wake_scheduled = False
 
     @property
     def store_key(self) -> str:
         return "" if self.key is None else self.key
 
-
-async def run_sync_held(fn: Callable[[], Any]) -> Any:
-    """Run a sync tool body on a worker thread; the caller keeps its turn until the body returns.
-
-    A sync body cannot be interrupted in Python, so when the awaiting call is cancelled this
-    still waits for the thread to finish before letting the cancellation through: the instance
-    is never released while its code is still running.
-    """
-    future = asyncio.get_running_loop().run_in_executor(None, fn)
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        while not future.done():
-            try:
-                await asyncio.shield(future)
-            except asyncio.CancelledError:
-                continue
-            except Exception:
-                break
-        raise
-
-
-async def invoke(tool: ToolSpec, obj: Any, arguments: dict[str, Any]) -> Any:
-    """Run one tool body: awaited on the engine loop if async, on a worker thread if sync."""
-    if tool.is_async:
-        return await tool.call(obj, arguments)
-    return await run_sync_held(functools.partial(tool.call, obj, arguments))
-
-
-async def _call_hook(obj: Any, name: str) -> None:
-    hook = getattr(obj, name, None)
-    if hook is None:
-        return
-    if asyncio.iscoroutinefunction(hook):
-        await hook()
-    else:
-        await run_sync_held(hook)
-
-
-class Component:
-    """A loaded component on the engine: its spec, its live instances and its open handles.
-
-    `bind(obj)` is the host's hook to give a new Python object its wiring (calls to other tools);
-    the component itself gives it `state` and `wait_until`.
-    """
-
-    def __init__(
-        self,
-        spec: ComponentSpec,
-        *,
-        store: Store | None = None,
-        max_call_seconds: float | None = None,
-        deadlines: Deadlines | None = None,
-        bind: Callable[[Any], None] | None = None,
-    ) -> None:
-        self.spec = spec
-        self.deadlines = deadlines or Deadlines()
-        self.store = store if spec.durability == "turn" else None
-        self.max_call_seconds = max_call_seconds
-        self.bind = bind
-        self.instances: dict[str | None, Instance] = {}
-        self.handles: set[str] = set()
-        self.closed = False
-        self.loops: dict[str, LoopStats] = {name: LoopStats() for name, _ in spec.backgrounds}
-
     @property
-    def live_count(self) -> int:
-        return len(self.instances)
+    def label(self) -> str:
+        return self.owner.name if self.key is None else f"{self.owner.name}[{self.key!r}]"
 
-    # -- calls ------------------------------------------------------------------------------
+    # -- the turn -----------------------------------------------------------------------------
 
-    async def call(self, tool: ToolSpec, arguments: dict[str, Any]) -> Any:
-        """Route one validated call to its instance and run it as a turn, within its time limit."""
-        limit, source = self._limit(tool)
-        if limit is None:
-            return await self._call(tool, arguments)
-        token = self.deadlines.start(limit)
-        try:
-            return await self._call(tool, arguments)
-        except asyncio.CancelledError:
-            if not self.deadlines.end(token):
-                raise
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            raise CallError(
-                f"tool {self.spec.name}_{tool.name} exceeded its time limit of {limit:g} s ({source}); "
-                "it was cancelled"
-            ) from None
-        finally:
-            self.deadlines.end(token)
+    async def turn(
+        self,
+        body: Callable[[], Awaitable[Any]],
+        finish: Callable[[Any], R] = _same,
+        *,
+        pipeline: bool = False,
+    ) -> R:
+        """Run `body` as one turn: activate first if needed, convert with `finish`, commit, release.
 
-    def _limit(self, tool: ToolSpec) -> tuple[float | None, str]:
-        if tool.timeout is not None and (
-            self.max_call_seconds is None or tool.timeout <= self.max_call_seconds
-        ):
-            return tool.timeout, f"@tool(timeout={tool.timeout:g})"
-        if self.max_call_seconds is None:
-            return None, "no limit"
-        return self.max_call_seconds, f"--max-call-seconds {self.max_call_seconds:g}"
-
-    async def _call(self, tool: ToolSpec, arguments: dict[str, Any]) -> Any:
-        spec = self.spec
-        if self.closed:
-            raise CallError(f"component {spec.name!r} was unloaded; list the tools again")
-        if not spec.stateful:
-            return await invoke(tool, self._new_object(None), arguments)
-        while True:
-            key = await self._key_of(arguments)
-            instance = self.instances.get(key)
-            if instance is None:
-                instance = self.instances[key] = Instance(key)
-            try:
-                return await self.turn(
-                    instance, functools.partial(self._invoke_on, tool, instance, arguments)
-                )
-            except _Stale:
-                if self.closed:
-                    raise CallError(f"component {spec.name!r} was unloaded; list the tools again") from None
-
-    @staticmethod
-    async def _invoke_on(tool: ToolSpec, instance: Instance, arguments: dict[str, Any]) -> Any:
-        return await invoke(tool, instance.obj, arguments)
-
-    async def turn(self, instance: Instance, body: Callable[[], Awaitable[Any]]) -> Any:
-        """Run `body` as one turn of `instance`: activate first if needed, commit at the end."""
+        `pipeline=True` (background ticks) hands the commit to the store without waiting for it.
+        """
         held = _held.get()
-        if instance in held:
-            chain = " -> ".join(
-                f"{self.spec.name}[{i.key!r}]" if i.key is not None else self.spec.name for i in held
-            )
-            raise CallError(
-                f"deadlock refused: this call would wait on its own instance ({chain} -> itself); "
+        if self in held:
+            chain = " -> ".join(i.label for i in held)
+            raise ToolCallError(
+                f"deadlock refused: this call would wait on its own instance ({chain} -> {self.label}); "
                 "an instance cannot call a tool of itself, directly or through a cycle"
             )
-        await self._acquire(instance)
-        token = _held.set((*held, instance))
+        await self._acquire()
+        token = _held.set((*held, self))
+        here = current.set(self)
         try:
-            if self.instances.get(instance.key) is not instance:
-                raise _Stale
-            if not instance.activated:
-                await self._activate(instance)
+            if self.dropped is not None or self.ending is not None:
+                raise Stale
+            if not self.activated:
+                await self._activate()
             try:
-                value = await body()
+                value = finish(await body())
             except InstanceLost:
-                self._drop(instance)
+                self.owner.drop(self, "lost")
                 raise
             except BaseException:
                 # A call cancelled while parked in wait_until does not hold the turn: the writes
                 # in the view then belong to whichever turn does, and are not ours to undo.
-                if instance.holder is asyncio.current_task():
-                    instance.view.rollback()
+                if self.holder is asyncio.current_task():
+                    self.view.rollback()
                 raise
-            await self._commit(instance)
+            await self.commit(pipeline=pipeline)
             return value
         finally:
+            current.reset(here)
             _held.reset(token)
-            self._release(instance)
+            self._release()
 
-    async def _acquire(self, instance: Instance) -> None:
-        await instance.lock.acquire()
-        instance.holder = asyncio.current_task()
+    async def _acquire(self) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        if self.lock.locked():
+            self._refuse_cycle(me)
+            _waiting[me] = self
+            try:
+                await self.lock.acquire()
+            finally:
+                _waiting.pop(me, None)
+        else:
+            await self.lock.acquire()
+        self.holder = me
 
-    def _release(self, instance: Instance) -> None:
+    def _refuse_cycle(self, me: asyncio.Task[Any]) -> None:
+        """Refuse a wait that would close a cycle: me -> this -> its holder -> ... -> me."""
+        chain = [self]
+        task = self.holder
+        while task is not None and len(chain) < 1000:
+            if task is me:
+                path = " -> ".join(i.label for i in chain)
+                raise ToolCallError(
+                    f"deadlock refused: this call holds an instance that another call waits for, and would "
+                    f"wait for that call in turn ({path} -> back to this call). Instances that call each "
+                    "other's tools must not do so from inside both turns at once"
+                )
+            nxt = _waiting.get(task)
+            if nxt is None:
+                return
+            chain.append(nxt)
+            task = nxt.holder
+
+    async def acquire_for_end(self) -> None:
+        """Take the turn to deactivate: after the current turn (queued calls are refused)."""
+        await self._acquire()
+
+    def release_after_end(self) -> None:
+        self._release()
+
+    def _release(self) -> None:
         """End the current task's hold on the turn (if it has one) and wake satisfied waiters."""
-        if instance.holder is not asyncio.current_task() or not instance.lock.locked():
+        if self.holder is not asyncio.current_task() or not self.lock.locked():
             return
-        instance.holder = None
-        self._wake(instance)
-        instance.lock.release()
+        self.holder = None
+        self._wake()
+        self.lock.release()
 
-    def _wake(self, instance: Instance) -> None:
-        for waiter in instance.waiters:
+    # -- commits ------------------------------------------------------------------------------
+
+    async def commit(self, *, pipeline: bool = False) -> None:
+        """Make the turn's writes durable (or wait for earlier pipelined ones) before the reply."""
+        view = self.view
+        if not view.dirty:
+            await self.gate()
+            return
+        if self.dropped is not None or self.holder is not asyncio.current_task():
+            if self.holder is asyncio.current_task():
+                view.rollback()
+            reason = self.dropped or self.ending or "released"
+            raise ToolCallError(
+                f"{self.label} was {reason} while this call ran; nothing it wrote after that was kept"
+            )
+        store = self.owner.store
+        if store is None:
+            view.accept()
+            return
+        try:
+            names = view.changes()
+        except BaseException:
+            view.rollback()
+            raise
+        future = asyncio.ensure_future(store.commit([Change(self.owner.name, self.store_key, names)]))
+        if pipeline:
+            view.accept()
+            self._pipeline(future)
+            return
+        try:
+            await _outcome(future)
+        except BaseException:
+            view.rollback()
+            raise
+        view.accept()
+        await self.gate()
+
+    def _pipeline(self, future: asyncio.Future[None]) -> None:
+        """Chain a tick's in-flight commit after the earlier ones; a failure drops the instance.
+
+        Memory has moved on past a write the store refused, so the only truthful state left is
+        the store's: the instance is dropped and the next call activates it from there.
+        """
+        previous = self.pending
+
+        async def chained() -> None:
+            if previous is not None:
+                await previous
+            try:
+                await future
+            except StatefulMCPError as exc:
+                log.error("a background commit of %s failed (%s); dropping the instance", self.label, exc)
+                self.owner.drop(self, "dropped after a failed background commit")
+                raise
+
+        pending = asyncio.ensure_future(chained())
+        pending.add_done_callback(_retrieved)
+        self.pending = pending
+        pending.add_done_callback(self._settled)
+
+    def _settled(self, future: asyncio.Future[None]) -> None:
+        if self.pending is future:
+            self.pending = None
+
+    async def gate(self) -> None:
+        """Wait until every pipelined commit this turn may have observed is durable."""
+        pending = self.pending
+        if pending is None:
+            return
+        try:
+            await _outcome(pending)
+        except StatefulMCPError as exc:
+            raise StoreError(
+                f"a background write of {self.label} could not be made durable ({exc}); this reply "
+                "observed it, so it is withdrawn. Retry: the instance restarts from its durable state"
+            ) from None
+
+    # -- waits --------------------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        """A write to `self.state` by any path (a turn, a plain loop): re-check waiters soon."""
+        if self.waiters and not self.wake_scheduled:
+            self.wake_scheduled = True
+            asyncio.get_running_loop().call_soon(self._wake)
+
+    def _wake(self) -> None:
+        self.wake_scheduled = False
+        for waiter in self.waiters:
             if waiter.future.done():
                 continue
             try:
@@ -284,256 +302,116 @@ class Component:
             if ready:
                 waiter.future.set_result(None)
 
-    async def _commit(self, instance: Instance) -> None:
-        view = instance.view
-        if not view.dirty:
-            return
-        if self.store is None:
-            view.accept()
-            return
-        try:
-            names = view.changes()
-            await self.store.commit([Change(self.spec.name, instance.store_key, names)])
-        except BaseException:
-            view.rollback()
-            raise
-        view.accept()
-
-    async def _key_of(self, arguments: dict[str, Any]) -> str | None:
-        spec = self.spec
-        if spec.key is None:
-            return None
-        value = arguments.get(spec.key)
-        key = value if isinstance(value, str) else str(value)
-        if spec.handles and key not in self.handles and not await self._stored_handle(key):
-            raise CallError(
-                f"unknown or closed handle {key!r} for component {spec.name!r}; call {spec.name}_open to get a new one"
-            )
-        return key
-
-    async def _stored_handle(self, key: str) -> bool:
-        if self.store is None:
-            return False
-        if _HANDLE_MARK in await self.store.load(self.spec.name, key):
-            self.handles.add(key)
-            return True
-        return False
-
-    # -- waits ------------------------------------------------------------------------------
-
-    async def wait_until(
-        self, instance: Instance, predicate: Callable[[], object], timeout: float | None = None
-    ) -> None:
+    async def wait_until(self, predicate: Callable[[], object], timeout: float | None = None) -> None:
         """Release the turn until `predicate()` holds, then take it back (see the module docs).
 
         Bound to each instance as `self.wait_until(predicate, timeout=...)`.
         """
+        if self.activating:
+            raise RuntimeError(
+                "wait_until cannot be used in on_activate: other calls would run mid-activation"
+            )
         if predicate():
             return
-        if instance.holder is not asyncio.current_task():
+        if self.holder is not asyncio.current_task():
             raise RuntimeError("wait_until can only be awaited inside a tool call or tick of this instance")
-        await self._commit(instance)
+        await self.commit()
         waiter = _Waiter(predicate, asyncio.get_running_loop().create_future())
-        instance.waiters.append(waiter)
-        self._release(instance)
+        self.waiters.append(waiter)
+        self._release()
         try:
             async with asyncio.timeout(timeout):
                 while True:
                     await waiter.future
-                    await self._acquire(instance)
+                    await self._reacquire()
                     if predicate():
                         return
                     waiter.future = asyncio.get_running_loop().create_future()
-                    self._release(instance)
+                    self._release()
         except TimeoutError:
-            await self._acquire(instance)
+            await self._reacquire()
+            if predicate():  # the last word is the deadline's: a change nobody announced counts
+                return
             raise TimeoutError(
                 f"wait_until timed out after {timeout:g} s; the condition never held"
             ) from None
         finally:
-            instance.waiters.remove(waiter)
+            if waiter in self.waiters:
+                self.waiters.remove(waiter)
 
-    # -- activation and deactivation --------------------------------------------------------
-
-    def _new_object(self, instance: Instance | None) -> Any:
-        obj = self.spec.new_instance()
-        if self.spec.binds_context:
-            obj.state = instance.view if instance is not None else StateView()
-            if instance is not None:
-                obj.wait_until = functools.partial(self.wait_until, instance)
-            if self.bind is not None:
-                self.bind(obj)
-        return obj
-
-    async def _activate(self, instance: Instance) -> None:
-        """Load state, build the object, run `on_activate`, commit, start background work."""
-        try:
-            if self.store is not None:
-                instance.view = StateView.from_rows(await self.store.load(self.spec.name, instance.store_key))
-            instance.obj = self._new_object(instance)
-            await _call_hook(instance.obj, "on_activate")
-            await self._commit(instance)
-        except BaseException:
-            self._drop(instance)
-            raise
-        instance.activated = True
-        for name, decl in self.spec.backgrounds:
-            work = (
-                self._loop(instance, name) if decl.every is None else self._ticks(instance, name, decl.every)
+    async def _reacquire(self) -> None:
+        if self.dropped is None and self.ending is None:
+            await self._acquire()
+        reason = self.dropped or self.ending
+        if reason is not None:
+            self._release()
+            raise ToolCallError(
+                f"{self.label} was {reason} while this call waited; the call was ended and nothing "
+                "it writes from now on is kept"
             )
-            # A fresh context: the loop outlives this turn and must not count as inside it.
-            task = asyncio.create_task(work, name=f"{self.spec.name}.{name}", context=contextvars.Context())
-            instance.tasks.append(task)
 
-    async def activate(self, key: str | None) -> None:
-        """Activate the instance for `key` now, without a call (eager activation)."""
-        instance = self.instances.get(key)
-        if instance is None:
-            instance = self.instances[key] = Instance(key)
-        if key is not None and self.spec.handles:
-            self.handles.add(key)
+    def fail_waiters(self) -> None:
+        """Wake every parked waiter with the reason this instance was dropped."""
+        for waiter in self.waiters:
+            if not waiter.future.done():
+                waiter.future.set_result(None)  # `_reacquire` sees `dropped` and raises
 
-        async def nothing() -> None:
-            return None
+    # -- activation ---------------------------------------------------------------------------
 
-        await self.turn(instance, nothing)
-
-    def _drop(self, instance: Instance) -> None:
-        if self.instances.get(instance.key) is instance:
-            del self.instances[instance.key]
-        for task in instance.tasks:
-            task.cancel()
-        close = self.spec.close_instance
-        if close is not None and instance.obj is not None:
-            try:
-                close(instance.obj)
-            except Exception:
-                log.exception("closing an instance of %s failed", self.spec.name)
-
-    async def _deactivate(self, instance: Instance) -> None:
-        """Stop background work, run `on_deactivate` (its writes commit too), drop the instance.
-
-        Errors are logged, never swallowed silently, and never stop the other instances.
-        """
-        tasks, instance.tasks = instance.tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if instance.activated and instance.obj is not None:
-            try:
-                await _call_hook(instance.obj, "on_deactivate")
-                await self._commit(instance)
-            except Exception:
-                instance.view.rollback()
-                log.exception("on_deactivate of %s (key %r) failed", self.spec.name, instance.key)
-        self._drop(instance)
-
-    async def _deactivate_held(self, instance: Instance) -> None:
-        await self._acquire(instance)
+    async def _activate(self) -> None:
+        """Load state, build the object, run `on_activate`, commit, start background work."""
+        owner = self.owner
         try:
-            await self._deactivate(instance)
-        finally:
-            self._release(instance)
-
-    async def close(self) -> None:
-        """Deactivate every instance (each after its current turn) and refuse further calls."""
-        self.closed = True
-        await asyncio.gather(*(self._deactivate_held(i) for i in list(self.instances.values())))
-        self.instances.clear()
-        self.handles.clear()
-
-    # -- handles ----------------------------------------------------------------------------
-
-    async def open_handle(self) -> str:
-        """Mint an unguessable handle (192 random bits); its instance is created on first use."""
-        handle = secrets.token_urlsafe(24)
-        if self.store is not None:
-            await self.store.commit([Change(self.spec.name, handle, {_HANDLE_MARK: "true"})])
-        self.handles.add(handle)
-        return handle
-
-    async def close_handle(self, handle: str) -> bool:
-        """Forget a handle: drop its instance (after any turn in progress) and its durable state."""
-        if handle not in self.handles and not await self._stored_handle(handle):
-            return False
-        self.handles.discard(handle)
-        instance = self.instances.get(handle)
-        if instance is not None:
-            await self._deactivate_held(instance)
-        if self.store is not None:
-            await self.store.delete_instance(self.spec.name, handle)
-        return True
-
-    # -- background work --------------------------------------------------------------------
-
-    async def _loop(self, instance: Instance, name: str) -> None:
-        """A plain `@background` loop: restarted with capped exponential backoff if it raises."""
-        stats = self.loops[name]
-        backoff = 0.1
-        while True:
+            if owner.store is not None:
+                self.view = StateView.from_rows(
+                    await owner.store.load(owner.name, self.store_key), on_change=self._changed
+                )
+            self.obj = owner.new_object(self)
+            self.activating = True
             try:
-                await getattr(instance.obj, name)()
-                return
-            except asyncio.CancelledError:
+                await owner.call_user(getattr(self.obj, "on_activate", None))
+            except (asyncio.CancelledError, StatefulMCPError):
                 raise
             except Exception as exc:
-                self._failed(stats, name, instance, exc)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 30.0)
+                raise ActivationError(
+                    f"on_activate of {owner.name}/{self.store_key or '(singleton)'} failed: "
+                    f"{type(exc).__name__}: {exc}; the next call tries again"
+                ) from exc
+            finally:
+                self.activating = False
+            await self.commit()
+        except BaseException:
+            self.view.rollback()
+            owner.drop(self, "dropped after a failed activation")
+            raise
+        self.activated = True
+        owner.start_background(self)
 
-    async def _ticks(self, instance: Instance, name: str, period: float) -> None:
-        """A `@background(every=...)` tick: each one a turn, on a fixed, drift-free schedule.
 
-        Tick n is due at start + n * period whatever happened before, so a late tick does not
-        shift the next ones; ticks more than a period behind are skipped and counted. A failing
-        tick is logged and retried after a capped exponential backoff.
-        """
-        stats = self.loops[name]
-        method = getattr(instance.obj, name)
-        clock = time.perf_counter
-        start = clock()
-        n = 1
-        backoff = 0.0
-        while True:
-            due = start + n * period
-            if due > clock():
-                await sleep_until(due)
-            late = clock() - due
-            if late > period:
-                behind = int(late // period)
-                stats.skipped += behind
-                n += behind
-                due = start + n * period
-                late = clock() - due
-            stats.record_lateness(max(late, 0.0))
-            n += 1
+async def _outcome(future: asyncio.Future[Any]) -> Any:
+    """Await `future` to its end even if cancelled meanwhile; its result is the caller's answer.
+
+    Used where work handed off (a commit) cannot be called back: reporting "cancelled" while
+    the commit lands would make the caller and the disk disagree.
+    """
+    cancels = 0
+    try:
+        while not future.done():
             try:
-                await self.turn(instance, method)
-                stats.ticks += 1
-                backoff = 0.0
+                await asyncio.shield(future)
             except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._failed(stats, name, instance, exc)
-                backoff = min(max(backoff * 2, period, 0.05), 30.0)
-                await asyncio.sleep(backoff)
-                start, n = clock(), 1
+                if future.cancelled():
+                    raise
+                cancels += 1
+        return future.result()
+    finally:
+        task = asyncio.current_task()
+        if task is not None and cancels:
+            for _ in range(cancels):
+                task.uncancel()
 
-    def _failed(self, stats: LoopStats, name: str, instance: Instance, exc: BaseException) -> None:
-        stats.failures += 1
-        stats.last_error = f"{type(exc).__name__}: {exc}"
-        log.error(
-            "background %s.%s (key %r) raised; restarting with backoff\n%s",
-            self.spec.name,
-            name,
-            instance.key,
-            "".join(traceback.format_exception(exc)),
-        )
 
-    def details(self) -> dict[str, Any]:
-        """Live introspection for `list_components`: waiting calls and background loop health."""
-        # Called from the transport thread: copy before iterating what the engine mutates.
-        out: dict[str, Any] = {"waiters": sum(len(i.waiters) for i in list(self.instances.values()))}
-        if self.loops:
-            out["background"] = {name: stats.summary() for name, stats in self.loops.items()}
-        return out
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Mark a pipelined commit's failure as seen (it is logged and acted on in `chained`)."""
+    if not future.cancelled():
+        future.exception()

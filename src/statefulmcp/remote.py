@@ -11,13 +11,13 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
 
+from statefulmcp._errors import RemoteCallError
+
+__all__ = ["Remote", "RemoteCallError", "RemotePool"]
+
 log = logging.getLogger("statefulmcp.remote")
 
 DEFAULT_TIMEOUT = 30.0
-
-
-class RemoteCallError(Exception):
-    """A remote tool failed, timed out or could not be reached; the message says which."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +90,7 @@ class RemotePool:
 
     def __init__(self) -> None:
         self._connections: dict[str, _Connection] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def call(self, remote: Remote, arguments: dict[str, Any]) -> Any:
         where = f"remote tool {remote.tool!r} at {remote.url}"
@@ -118,7 +119,11 @@ class RemotePool:
         connection = self._connections.pop(url, None)
         if connection is not None:
             connection.task.cancel()
+            self._closing.add(connection.task)
+            connection.task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
+        """Close every connection and await every task the pool started."""
         connections, self._connections = list(self._connections.values()), {}
         await asyncio.gather(*(c.close() for c in connections), return_exceptions=True)
+        await asyncio.gather(*self._closing, *(c.task for c in connections), return_exceptions=True)

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from statefulmcp._errors import StoreError
+
+__all__ = ["DELETED", "Change", "Store", "StoreError", "Sync", "store_path"]
+
 Sync = Literal["os", "process"]
 
 DEFAULT_STATE = Path(".statefulmcp") / "state.db"
-
-
-class StoreError(Exception):
-    """The store cannot be opened or written; the message names the file and what to do."""
 
 
 class _Deleted:

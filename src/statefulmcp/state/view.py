@@ -8,14 +8,13 @@ a turn that raises (or whose commit fails) is rolled back and the view again mat
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
+from statefulmcp._errors import StateValueError
 from statefulmcp.state import DELETED
 
-
-class StateValueError(TypeError):
-    """A turn wrote a value to `self.state` that is not JSON; the message names the key."""
+__all__ = ["NoState", "StateValueError", "StateView"]
 
 
 _MISSING: Any = object()
@@ -28,16 +27,20 @@ class StateView(MutableMapping[str, Any]):
     `self.state["items"] = items` is.
     """
 
-    __slots__ = ("_before", "_data")
+    __slots__ = ("_before", "_data", "_on_change")
 
-    def __init__(self, data: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, data: dict[str, Any] | None = None, *, on_change: Callable[[], None] | None = None
+    ) -> None:
         self._data: dict[str, Any] = data if data is not None else {}
         self._before: dict[str, Any] = {}
+        self._on_change = on_change
 
     @classmethod
-    def from_rows(cls, rows: dict[str, str]) -> StateView:
+    def from_rows(cls, rows: dict[str, str], *, on_change: Callable[[], None] | None = None) -> StateView:
         """A view of committed rows (name -> JSON text), skipping the host's own markers."""
-        return cls({name: json.loads(text) for name, text in rows.items() if not name.startswith("\x00")})
+        data = {name: json.loads(text) for name, text in rows.items() if not name.startswith("\x00")}
+        return cls(data, on_change=on_change)
 
     def __getitem__(self, name: str) -> Any:
         return self._data[name]
@@ -52,11 +55,15 @@ class StateView(MutableMapping[str, Any]):
         return f"StateView({self._data!r})"
 
     def __setitem__(self, name: str, value: Any) -> None:
-        if not isinstance(name, str) or name.startswith("\x00"):
-            raise TypeError(f"self.state keys are strings not starting with NUL, not {name!r}")
+        if not isinstance(name, str) or name.startswith("\x00") or not _encodable(name):
+            raise StateValueError(
+                f"self.state keys are valid Unicode strings not starting with NUL, not {name!r}"
+            )
         if name not in self._before:
             self._before[name] = self._data.get(name, _MISSING)
         self._data[name] = value
+        if self._on_change is not None:
+            self._on_change()
 
     def __delitem__(self, name: str) -> None:
         if name not in self._data:
@@ -64,6 +71,8 @@ class StateView(MutableMapping[str, Any]):
         if name not in self._before:
             self._before[name] = self._data[name]
         del self._data[name]
+        if self._on_change is not None:
+            self._on_change()
 
     @property
     def dirty(self) -> bool:
@@ -98,3 +107,31 @@ class StateView(MutableMapping[str, Any]):
             else:
                 self._data[name] = old
         self._before.clear()
+
+
+def _encodable(text: str) -> bool:
+    """False for a string with a lone surrogate, which no store can write as text."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class NoState(StateView):
+    """`self.state` of a stateless component: empty, and a write is an error, never a silent drop."""
+
+    __slots__ = ("_component",)
+
+    def __init__(self, component: str) -> None:
+        super().__init__()
+        self._component = component
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        raise StateValueError(
+            f"component {self._component!r} is stateless, so self.state is not kept between calls and "
+            "this write would be lost; declare @component(stateful=True) to keep state"
+        )
+
+    def __delitem__(self, name: str) -> None:
+        self.__setitem__(name, None)

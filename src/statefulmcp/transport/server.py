@@ -15,7 +15,6 @@ import logging
 import time
 import weakref
 from collections.abc import Mapping
-from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -37,54 +36,13 @@ from mcp_types import (
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
-from statefulmcp.components import ComponentError, LoadOptions, tool_result_text
 from statefulmcp.host import Host
+from statefulmcp.transport.admin import admin_tools
 
 log = logging.getLogger("statefulmcp.transport")
 
 HEARTBEAT_SECONDS = 2.0
 """How often a call whose client sent a progress token hears that it is still running."""
-
-_ADMIN_LIST = Tool(
-    name="list_components",
-    description="List the loaded components: name, source, stateful, key, tools and live instance count.",
-    input_schema={"type": "object", "properties": {}},
-)
-_ADMIN_LOAD = Tool(
-    name="load_component",
-    description=(
-        "Load a component file (.py or .wasm) from the server's --allow-load directory. Loading a name "
-        "that is already loaded replaces it; its instances start fresh."
-    ),
-    input_schema={
-        "type": "object",
-        "properties": {
-            "path": {"type": "string", "description": "file path, relative to the allowed directory"},
-            "name": {
-                "type": ["string", "null"],
-                "description": "component name (defaults to the declared one)",
-            },
-            "stateful": {"type": ["boolean", "null"]},
-            "key": {"type": ["string", "null"], "description": "argument whose value selects the instance"},
-            "handles": {"type": ["boolean", "null"]},
-            "durability": {"type": ["string", "null"], "enum": ["turn", "memory", None]},
-        },
-        "required": ["path"],
-    },
-)
-_ADMIN_UNLOAD = Tool(
-    name="unload_component",
-    description="Unload a component: its tools go away and its in-memory instances are dropped.",
-    input_schema={
-        "type": "object",
-        "properties": {
-            "name": {"type": "string"},
-            "purge": {"type": "boolean", "default": False, "description": "also delete its durable state"},
-        },
-        "required": ["name"],
-    },
-)
-
 
 class _Server(Server[Any]):
     """The SDK server, advertising `tools.listChanged` to handshake-era clients too."""
@@ -107,7 +65,7 @@ class McpFrontend:
 
     def __init__(self, host: Host, *, allow_load: Path | None = None) -> None:
         self.host = host
-        self.allow_load = allow_load.resolve() if allow_load is not None else None
+        host.add_host_tools(admin_tools(host, allow_load))
         self.bus = InMemorySubscriptionBus()
         # Handshake-era connections that may hear `notifications/tools/list_changed`; weak so a
         # closed connection goes away by itself.
@@ -129,12 +87,10 @@ class McpFrontend:
 
     # -- listing ----------------------------------------------------------------------------
 
-    def _admin_tools(self) -> list[Tool]:
-        return [_ADMIN_LIST, _ADMIN_LOAD, _ADMIN_UNLOAD] if self.allow_load is not None else [_ADMIN_LIST]
-
     def _build_listing(self) -> ListToolsResult:
-        tools = self._admin_tools()
-        for name, spec in self.host.tools().items():
+        tools = []
+        for name, entry in self.host.tools().items():
+            spec = entry.spec
             tools.append(
                 Tool(
                     name=name,
@@ -190,19 +146,11 @@ class McpFrontend:
     ) -> CallToolResult:
         name = params.name
         arguments = params.arguments or {}
-        if self.host.route(name) is not None:
-            if _wants_progress(ctx):
-                return await self._call_with_heartbeat(ctx, name, arguments)
-            return await self.host.call_result(name, arguments)
-        if name == "list_components":
-            return self._list_components()
-        if self.allow_load is not None and name == "load_component":
-            return await self._load_component(arguments)
-        if self.allow_load is not None and name == "unload_component":
-            return await self._unload_component(arguments)
-        raise MCPError(
-            INVALID_PARAMS, f"unknown tool {name!r}; call tools/list to see what this server offers"
-        )
+        if self.host.entry(name) is None:
+            raise MCPError(INVALID_PARAMS, f"unknown tool {name!r}; call tools/list to see what this server offers")
+        if _wants_progress(ctx):
+            return await self._call_with_heartbeat(ctx, name, arguments)
+        return await self.host.call_result(name, arguments)
 
     async def _call_with_heartbeat(
         self, ctx: ServerRequestContext[Any], name: str, arguments: dict[str, Any]
@@ -229,56 +177,6 @@ class McpFrontend:
         finally:
             if not call.done():
                 call.cancel()
-
-    def _list_components(self) -> CallToolResult:
-        components = [asdict(info) for info in self.host.list()]
-        result = tool_result_text(_json(components))
-        result.structured_content = {"components": components}
-        return result
-
-    async def _load_component(self, arguments: dict[str, Any]) -> CallToolResult:
-        assert self.allow_load is not None
-        path = arguments.get("path")
-        if not isinstance(path, str) or not path:
-            return tool_result_text(
-                "load_component needs `path`, a file path inside the allowed directory", error=True
-            )
-        resolved = (self.allow_load / path).resolve()
-        if not resolved.is_relative_to(self.allow_load):
-            return tool_result_text(
-                f"refused: {path!r} resolves to {resolved}, outside the allowed directory {self.allow_load}",
-                error=True,
-            )
-        try:
-            options = LoadOptions(
-                name=arguments.get("name"),
-                stateful=arguments.get("stateful"),
-                key=arguments.get("key"),
-                handles=arguments.get("handles"),
-                durability=arguments.get("durability"),
-            )
-            names = await self.host.load(resolved, options)
-        except ComponentError as exc:
-            return tool_result_text(f"load failed: {exc}", error=True)
-        except Exception as exc:
-            log.exception("load_component %s failed", resolved)
-            return tool_result_text(f"load failed: {type(exc).__name__}: {exc}", error=True)
-        tools = [t for info in self.host.list() if info.name in names for t in info.tools]
-        result = tool_result_text(f"loaded {', '.join(names)}: {', '.join(tools)}")
-        result.structured_content = {"components": names, "tools": tools}
-        return result
-
-    async def _unload_component(self, arguments: dict[str, Any]) -> CallToolResult:
-        name = arguments.get("name")
-        if not isinstance(name, str):
-            return tool_result_text("unload_component needs `name`, the component to unload", error=True)
-        try:
-            await self.host.unload(name, purge=bool(arguments.get("purge", False)))
-        except ComponentError as exc:
-            return tool_result_text(f"unload failed: {exc}", error=True)
-        result = tool_result_text(f"unloaded {name}")
-        result.structured_content = {"unloaded": name}
-        return result
 
 
 def _wants_progress(ctx: ServerRequestContext[Any]) -> bool:

@@ -1,0 +1,132 @@
+"""Importing component files under one canonical module name, and refusing second copies.
+
+A component file imported twice under two names holds two copies of its classes and module
+globals: calls reach one copy while code changes the other, and one component reads another's
+state as empty. The host imports each file under a name derived from its resolved path, and
+refuses a second copy whichever comes first: the file already imported under another name (or
+running as `__main__`) when the host loads it, or the host's copy already loaded when other code
+imports the file by its plain name (a guard on `sys.meta_path`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+from statefulmcp._errors import ComponentError
+from statefulmcp.components import snake_case
+
+_PREFIX = "statefulmcp_components."
+
+
+def canonical_module_name(path: Path) -> str:
+    """The one module name a component file is imported under, whoever loads it.
+
+    Derived from the resolved path, so loading the same file twice replaces the module rather
+    than creating a second copy with its own classes and registrations.
+    """
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:10]
+    return f"{_PREFIX}{snake_case(path.stem) or 'module'}_{digest}"
+
+
+def _advice(path: Path, other: str) -> str:
+    module = "__name__" if other == "__main__" else repr(other)
+    return (
+        f"loading it again would make a second copy of its components. Pass the module object "
+        f"instead (host.load(sys.modules[{module}])), or keep the components in a file that nothing "
+        "imports, and reach other components' tools through uses=..."
+    )
+
+
+class _SecondCopyGuard(importlib.abc.MetaPathFinder):
+    """Refuses `import x` of a file the host already imported as a component."""
+
+    def __init__(self) -> None:
+        self.loaded: dict[Path, str] = {}
+        self._lock = threading.Lock()
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname.startswith(_PREFIX) or not self.loaded:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or not spec.origin or spec.origin in ("built-in", "frozen"):
+            return None
+        try:
+            origin = Path(spec.origin).resolve()
+        except OSError:
+            return None
+        if origin in self.loaded:
+            raise ImportError(
+                f"{origin} is loaded by statefulmcp as a component (module {self.loaded[origin]!r}); "
+                f"importing it as {fullname!r} would make a second copy of its components and module "
+                "state. Reach its tools through uses=..., or move shared code into a module that is not "
+                "a component file",
+                name=fullname,
+                path=str(origin),
+            )
+        return None
+
+    def remember(self, path: Path, module_name: str) -> None:
+        with self._lock:
+            self.loaded[path] = module_name
+            if self not in sys.meta_path:
+                sys.meta_path.insert(0, self)
+
+    def forget(self, path: Path) -> None:
+        with self._lock:
+            self.loaded.pop(path, None)
+
+
+_guard = _SecondCopyGuard()
+
+
+def _refuse_second_copy(path: Path, module_name: str) -> None:
+    """Refuse a file that Python already imported under another name (or runs as `__main__`)."""
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if name == module_name or not file:
+            continue
+        try:
+            same = Path(file).resolve() == path
+        except OSError:
+            continue
+        if same:
+            how = (
+                "runs as the __main__ script"
+                if name == "__main__"
+                else f"is already imported as module {name!r}"
+            )
+            raise ComponentError(f"{path} {how}; {_advice(path, name)}")
+
+
+def import_file(path: Path) -> ModuleType:
+    """Import a Python component file under its canonical module name; errors name the file."""
+    path = path.resolve()
+    if not path.is_file():
+        raise ComponentError(f"{path}: no such file")
+    module_name = canonical_module_name(path)
+    _refuse_second_copy(path, module_name)
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ComponentError(f"{path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    _guard.remember(path, module_name)
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as exc:
+        sys.modules.pop(module_name, None)
+        _guard.forget(path)
+        if isinstance(exc, SyntaxError):
+            raise ComponentError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from exc
+        raise ComponentError(f"{path}: failed to import: {type(exc).__name__}: {exc}") from exc
+    return module

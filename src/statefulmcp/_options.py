@@ -1,0 +1,128 @@
+"""Load options, validated where they are written and resolved in one place.
+
+A component declares its options (`@component(...)`, a Wasm policy file); whoever loads it may
+override them (`LoadOptions` in `Host.load`, the `load_component` admin tool). Every source
+goes through `LoadOptions`, whose constructor refuses a wrong value at once with a message
+naming the field: a typo such as `durability="durable"` must never quietly keep state in
+memory only. The admin tool's input schema is derived from the same fields, so the schema a
+client sees and the validation it gets cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from statefulmcp._errors import ComponentError
+
+Durability = Literal["turn", "memory"]
+Activation = Literal["lazy", "eager"]
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+_ARGUMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def check_name(name: object, what: str = "component name") -> str:
+    """A name that makes valid MCP tool names (`<name>_<tool>`): letters, digits, underscores."""
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ComponentError(
+            f"{what} {name!r} is not valid: use 1-64 letters, digits and underscores, starting with a letter"
+        )
+    return name
+
+
+def check_seconds(value: object, what: str) -> float:
+    """A finite, positive number of seconds (NaN or infinity would spin or never fire)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ComponentError(f"{what} must be a finite positive number of seconds, not {value!r}")
+    return float(value)
+
+
+def _check_choice(value: object, field: str, allowed: tuple[str, ...]) -> None:
+    if value is not None and value not in allowed:
+        raise ComponentError(f"{field}={value!r} is not valid; use one of {', '.join(map(repr, allowed))}")
+
+
+def _check_bool(value: object, field: str) -> None:
+    if value is not None and not isinstance(value, bool):
+        raise ComponentError(f"{field}={value!r} is not valid; use true or false")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOptions:
+    """How a component is loaded. Every field left as `None` keeps what the component declares.
+
+    `name` renames the component (and so its tools); `stateful`, `key` and `handles` choose the
+    instance model; `durability` chooses whether `self.state` is persisted after every turn;
+    `activate="eager"` activates instances at start-up instead of on their first call.
+    """
+
+    name: str | None = None
+    stateful: bool | None = None
+    key: str | None = None
+    handles: bool | None = None
+    durability: Durability | None = None
+    activate: Activation | None = None
+
+    def __post_init__(self) -> None:
+        if self.name is not None:
+            check_name(self.name)
+        if self.key is not None:
+            _check_argument(self.key)
+        _check_bool(self.stateful, "stateful")
+        _check_bool(self.handles, "handles")
+        _check_choice(self.durability, "durability", get_args(Durability))
+        _check_choice(self.activate, "activate", get_args(Activation))
+
+    def over(self, declared: LoadOptions) -> LoadOptions:
+        """These options where set, `declared` elsewhere."""
+        return LoadOptions(
+            **{
+                f.name: getattr(declared, f.name) if getattr(self, f.name) is None else getattr(self, f.name)
+                for f in dataclasses.fields(self)
+            }
+        )
+
+
+def _check_argument(key: object) -> None:
+    if not isinstance(key, str) or not _ARGUMENT.match(key):
+        raise ComponentError(f"key={key!r} is not valid: it names a tool argument, such as 'symbol'")
+
+
+_DESCRIPTIONS = {
+    "name": "component name (defaults to the declared one)",
+    "stateful": "keep instances alive between calls",
+    "key": "argument whose value selects the instance",
+    "handles": "mint handles through <name>_open / <name>_close",
+    "durability": "turn: commit self.state after every turn; memory: keep it in memory only",
+    "activate": "eager: activate instances at start-up; lazy: on their first call",
+}
+
+
+def options_schema() -> dict[str, Any]:
+    """The JSON schema of `LoadOptions` fields, for the `load_component` admin tool."""
+    props: dict[str, Any] = {}
+    for f in dataclasses.fields(LoadOptions):
+        choices = {"durability": get_args(Durability), "activate": get_args(Activation)}.get(f.name)
+        if choices:
+            prop: dict[str, Any] = {"type": ["string", "null"], "enum": [*choices, None]}
+        elif f.name in ("stateful", "handles"):
+            prop = {"type": ["boolean", "null"]}
+        else:
+            prop = {"type": ["string", "null"]}
+        props[f.name] = {**prop, "description": _DESCRIPTIONS[f.name]}
+    return props
+
+
+def options_from(arguments: dict[str, Any]) -> LoadOptions:
+    """`LoadOptions` from a tool call's arguments; raises `ComponentError` naming a bad field."""
+    fields = {f.name for f in dataclasses.fields(LoadOptions)}
+    return LoadOptions(**{k: v for k, v in arguments.items() if k in fields})

@@ -1,0 +1,332 @@
+"""A loaded component's live instances: routing by key, activation, passivation and close.
+
+A `LiveComponent` exists from load to unload. Stateless calls get a fresh object each; stateful
+calls are routed by key to an `Instance` (made on first use) and run as its turns. Unload and
+replace first refuse new turns and fail parked waiters at once, then deactivate each instance
+after its current turn, with `on_deactivate` and the wait for the turn bounded in time, so a
+hook that never returns cannot hold shutdown or the next load hostage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from statefulmcp._errors import ToolCallError
+from statefulmcp.background import Background, LoopStats
+from statefulmcp.components import ComponentSpec, ToolSpec
+from statefulmcp.engine import Engine, SyncSlots
+from statefulmcp.handles import Handles
+from statefulmcp.instances import Instance, Stale
+from statefulmcp.state import Store
+from statefulmcp.state.view import NoState
+
+log = logging.getLogger("statefulmcp.live")
+
+_PER_INSTANCE_STATS = 20
+"""How many instances `list_components` details one by one (the most-late first)."""
+
+
+async def _no_wait(*args: Any, **kwargs: Any) -> None:
+    raise RuntimeError("wait_until needs a stateful component: a stateless instance lives for one call")
+
+
+class LiveComponent:
+    """A loaded component on the engine: its spec, its live instances and its open handles.
+
+    `bind(obj)` is the host's hook to give a new Python object its wiring (calls to other tools).
+    """
+
+    def __init__(
+        self,
+        spec: ComponentSpec,
+        *,
+        engine: Engine,
+        store: Store | None,
+        max_call_seconds: float | None,
+        hook_seconds: float,
+        sync_limit: int,
+        bind: Callable[[Any], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.engine = engine
+        self.store = store if spec.stateful and spec.durability == "turn" else None
+        self.max_call_seconds = max_call_seconds
+        self.hook_seconds = hook_seconds
+        self.bind = bind
+        self.slots = SyncSlots(sync_limit)
+        self.instances: dict[str | None, Instance] = {}
+        self.handles = Handles(spec.name, self.store) if spec.handles else None
+        self.closed = False
+        self.ended = {name: LoopStats() for name, _ in spec.backgrounds}
+        self._reaping: set[asyncio.Task[None]] = set()
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    async def call(self, tool: ToolSpec, arguments: dict[str, Any], finish: Callable[[Any], Any]) -> Any:
+        """Route one validated call to its instance and run it as a turn, within its time limit."""
+        limit, source = self._limit(tool)
+        if limit is None:
+            return await self._call(tool, arguments, finish)
+        deadlines = self.engine.deadlines
+        token = deadlines.start(limit)
+        try:
+            return await self._call(tool, arguments, finish)
+        except asyncio.CancelledError:
+            if not deadlines.end(token):
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            raise ToolCallError(
+                f"tool {self.name}_{tool.name} exceeded its time limit of {limit:g} s ({source}); "
+                "it was cancelled"
+            ) from None
+        finally:
+            deadlines.end(token)
+
+    async def call_here(self, tool: ToolSpec, arguments: dict[str, Any], finish: Callable[[Any], Any]) -> Any:
+        """A stateless call on the caller's own loop (sync bodies need no engine), within its limit."""
+        if self.closed:
+            raise self._unloaded()
+        limit, source = self._limit(tool)
+        timer = asyncio.timeout(limit)
+        try:
+            async with timer:
+                value = await self.invoke(tool, self.new_object(None), arguments, hold=False)
+        except TimeoutError:
+            if not timer.expired():
+                raise
+            raise ToolCallError(
+                f"tool {self.name}_{tool.name} exceeded its time limit of {limit:g} s ({source}); "
+                "its caller was answered and its worker thread ends when the body returns"
+            ) from None
+        return finish(value)
+
+    def _limit(self, tool: ToolSpec) -> tuple[float | None, str]:
+        cap = self.max_call_seconds
+        if tool.timeout is not None and (cap is None or tool.timeout <= cap):
+            return tool.timeout, f"@tool(timeout={tool.timeout:g})"
+        if cap is None:
+            return None, "no limit"
+        return cap, f"the server-wide limit, --max-call-seconds {cap:g} or Host(max_call_seconds={cap:g})"
+
+    async def _call(self, tool: ToolSpec, arguments: dict[str, Any], finish: Callable[[Any], Any]) -> Any:
+        if self.closed:
+            raise self._unloaded()
+        if not self.spec.stateful:
+            return finish(await self.invoke(tool, self.new_object(None), arguments, hold=False))
+        while True:
+            key = await self._key_of(arguments)
+            instance = self.instances.get(key)
+            if instance is None:
+                instance = self.instances[key] = Instance(self, key)
+
+            async def body(instance: Instance = instance) -> Any:
+                return await self.invoke(tool, instance.obj, arguments)
+
+            try:
+                return await instance.turn(body, finish)
+            except Stale:
+                if self.closed:
+                    raise self._unloaded() from None
+
+    def _unloaded(self) -> ToolCallError:
+        return ToolCallError(f"component {self.name!r} was unloaded; list the tools again")
+
+    async def _key_of(self, arguments: dict[str, Any]) -> str | None:
+        if self.spec.key is None:
+            return None
+        value = arguments.get(self.spec.key)
+        key = value if isinstance(value, str) else str(value)
+        try:
+            key.encode()
+        except UnicodeEncodeError:
+            raise ToolCallError(
+                f"{self.spec.key}: {key!r} contains a lone surrogate, which is not valid Unicode text"
+            ) from None
+        if self.handles is not None:
+            await self.handles.check(key)
+        return key
+
+    async def invoke(self, tool: ToolSpec, obj: Any, arguments: dict[str, Any], *, hold: bool = True) -> Any:
+        """Run one tool body: awaited here if async, on a worker thread of this component if sync."""
+        return await self.call_user(
+            functools.partial(tool.call, obj, arguments), is_async=tool.is_async, hold=hold
+        )
+
+    async def call_user(
+        self, fn: Callable[[], Any] | None, *, is_async: bool | None = None, hold: bool = True
+    ) -> Any:
+        """Run user code (a body, a hook, a background method); sync code goes to a worker thread.
+
+        `SystemExit` and `KeyboardInterrupt` from user code (argparse inside a tool raises one)
+        fail this call only: left alone they would stop the engine thread or the transport.
+        """
+        if fn is None:
+            return None
+        if is_async is None:
+            is_async = asyncio.iscoroutinefunction(fn)
+        try:
+            if is_async:
+                return await fn()
+            return await self.slots.run(fn, self.engine.pool, hold=hold)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            raise ToolCallError(
+                f"{self.name}: user code raised {type(exc).__name__}({exc}); that would stop a program, so "
+                "this call failed instead. Raise an ordinary exception to report an error"
+            ) from None
+
+    # -- objects and activation -----------------------------------------------------------------
+
+    def new_object(self, instance: Instance | None) -> Any:
+        obj = self.spec.new_instance()
+        if self.spec.binds_context:
+            if instance is None:
+                obj.state, obj.key, obj.wait_until = NoState(self.name), None, _no_wait
+            else:
+                obj.state, obj.key, obj.wait_until = instance.view, instance.key, instance.wait_until
+            if self.bind is not None:
+                self.bind(obj)
+        return obj
+
+    def start_background(self, instance: Instance) -> None:
+        methods = [(name, decl.every) for name, decl in self.spec.backgrounds]
+        if methods:
+            instance.background = Background(instance, self.engine, methods)
+            instance.background.start()
+
+    async def activate(self, key: str | None) -> None:
+        """Activate the instance for `key` now, without a call (eager activation)."""
+        instance = self.instances.get(key)
+        if instance is None:
+            instance = self.instances[key] = Instance(self, key)
+        if key is not None and self.handles is not None:
+            self.handles.add(key)
+
+        async def nothing() -> None:
+            return None
+
+        await instance.turn(nothing)
+
+    # -- dropping -------------------------------------------------------------------------------
+
+    def drop(self, instance: Instance, reason: str) -> None:
+        """Forget `instance` now: fail its waiters, stop its background work, refuse its commits."""
+        if instance.dropped is None:
+            instance.dropped = reason
+        if self.instances.get(instance.key) is instance:
+            del self.instances[instance.key]
+        instance.fail_waiters()
+        if instance.background is not None:
+            for name, stats in instance.background.stats.items():
+                self.ended[name].add(stats)
+            for task in instance.background.cancel():
+                self._reaping.add(task)
+                task.add_done_callback(self._reaping.discard)
+            instance.background = None
+        close = self.spec.close_instance
+        if close is not None and instance.obj is not None:
+            try:
+                close(instance.obj)
+            except Exception:
+                log.exception("closing an instance of %s failed", self.name)
+
+    async def passivate(self, key: str | None, *, reason: str) -> None:
+        """Deactivate the instance for `key`, if live (a closed handle)."""
+        instance = self.instances.get(key)
+        if instance is not None:
+            await self._deactivate(instance, reason)
+
+    async def _deactivate(self, instance: Instance, reason: str) -> None:
+        """Refuse new turns and fail waiters, then after the current turn: stop background work,
+        run `on_deactivate` (its writes commit too), drop. Errors are logged, never swallowed."""
+        instance.ending = reason
+        instance.fail_waiters()
+        try:
+            async with asyncio.timeout(self.hook_seconds):
+                await instance.acquire_for_end()
+        except TimeoutError:
+            log.error(
+                "%s: its current turn did not end within %g s; dropping it without on_deactivate",
+                instance.label,
+                self.hook_seconds,
+            )
+            self.drop(instance, reason)
+            return
+        try:
+            if instance.background is not None:
+                await instance.background.stop()
+            if instance.activated and instance.obj is not None:
+                await self._on_deactivate(instance)
+        finally:
+            self.drop(instance, reason)
+            instance.release_after_end()
+
+    async def _on_deactivate(self, instance: Instance) -> None:
+        try:
+            async with asyncio.timeout(self.hook_seconds):
+                await self.call_user(getattr(instance.obj, "on_deactivate", None))
+            await instance.commit()
+        except TimeoutError:
+            instance.view.rollback()
+            log.error(
+                "on_deactivate of %s did not return within %g s; abandoned", instance.label, self.hook_seconds
+            )
+        except (Exception, asyncio.CancelledError) as exc:
+            instance.view.rollback()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            log.exception("on_deactivate of %s failed", instance.label)
+
+    async def close(self) -> None:
+        """Deactivate every instance (each after its current turn) and refuse further calls."""
+        self.closed = True
+        await asyncio.gather(*(self._deactivate(i, "unloaded") for i in list(self.instances.values())))
+        self.instances.clear()
+        if self.handles is not None:
+            self.handles.clear()
+        await asyncio.gather(*self._reaping, return_exceptions=True)
+
+    # -- introspection --------------------------------------------------------------------------
+
+    def details(self) -> dict[str, Any]:
+        """Live introspection for `list_components`: waiting calls, sync threads, background health."""
+        # Called from the transport thread: copy before iterating what the engine mutates.
+        instances = list(self.instances.values())
+        out: dict[str, Any] = {"waiters": sum(len(i.waiters) for i in instances)}
+        if self.slots.busy or self.slots.queued:
+            out["sync_threads"] = {
+                "busy": self.slots.busy,
+                "queued": self.slots.queued,
+                "limit": self.slots.limit,
+            }
+        if self.ended:
+            out["background"] = self._background_details(instances)
+        return out
+
+    def _background_details(self, instances: list[Instance]) -> dict[str, Any]:
+        totals = {name: LoopStats() for name in self.ended}
+        per: list[tuple[float, str, str, LoopStats]] = []
+        for instance in instances:
+            background = instance.background
+            if background is None:
+                continue
+            for name, stats in list(background.stats.items()):
+                totals[name].add(stats)
+                worst = max(stats.lateness[-1000:], default=0.0)
+                per.append((worst, instance.store_key, name, stats))
+        for name, stats in self.ended.items():
+            totals[name].add(stats)
+        out: dict[str, Any] = {name: stats.summary() for name, stats in totals.items()}
+        if self.spec.key is not None and per:
+            per.sort(key=lambda item: item[0], reverse=True)
+            out["instances"] = [
+                {"key": key, "method": name, **stats.summary()}
+                for _, key, name, stats in per[:_PER_INSTANCE_STATS]
+            ]
+        return out

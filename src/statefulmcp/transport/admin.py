@@ -1,0 +1,150 @@
+"""The host's own tools: `list_components`, and with `--allow-load DIR`, `load_component` and
+`unload_component`. They are ordinary tool-table entries, validated against the schema they
+publish: a string where a boolean belongs (`"purge": "false"`) is refused, never coerced.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from mcp_types import CallToolResult
+
+from statefulmcp._errors import ComponentError, ToolCallError, ToolInputError
+from statefulmcp._options import options_from, options_schema
+from statefulmcp._tools import HostTool
+from statefulmcp.components import ToolSpec, tool_result_text
+from statefulmcp.host import Host
+
+
+def _spec(name: str, description: str, properties: dict[str, Any], required: list[str]) -> ToolSpec:
+    schema = {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+
+    def validate(arguments: dict[str, Any]) -> dict[str, Any]:
+        for field in arguments:
+            if field not in properties:
+                raise ToolInputError(
+                    f"{field}: unknown argument; this tool takes {', '.join(properties) or 'none'}"
+                )
+        for field in required:
+            if field not in arguments:
+                raise ToolInputError(f"{field}: required")
+        for field, value in arguments.items():
+            _check_type(field, value, properties[field])
+        return arguments
+
+    return ToolSpec(
+        name=name,
+        description=description,
+        input_schema=schema,
+        output_schema=None,
+        validate=validate,
+        call=_unused,
+        is_async=True,
+        to_result=_same,
+    )
+
+
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {"string": str, "boolean": bool, "null": type(None)}
+
+
+def _check_type(field: str, value: Any, prop: dict[str, Any]) -> None:
+    kinds = prop.get("type", [])
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    if not any(isinstance(value, _JSON_TYPES[k]) for k in kinds):
+        raise ToolInputError(f"{field}: expected {' or '.join(kinds)}, got {json.dumps(value)[:40]}")
+    if "enum" in prop and value not in prop["enum"]:
+        raise ToolInputError(f"{field}: expected one of {prop['enum']}, got {value!r}")
+
+
+def _unused(instance: Any, arguments: dict[str, Any]) -> Any:
+    raise AssertionError("host tools run their own body")
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _result(text: str, structured: dict[str, Any]) -> CallToolResult:
+    result = tool_result_text(text)
+    result.structured_content = structured
+    return result
+
+
+def admin_tools(host: Host, allow_load: Path | None) -> list[HostTool]:
+    """The admin tools to serve: listing always, loading only inside `allow_load`."""
+
+    async def list_components(arguments: dict[str, Any]) -> CallToolResult:
+        components = [asdict(info) for info in host.list()]
+        structured: dict[str, Any] = {"components": components}
+        health = host.health()
+        if health is not None:
+            structured["health"] = health
+        return _result(json.dumps(components, indent=2, default=str), structured)
+
+    tools = [
+        HostTool(
+            _spec(
+                "list_components",
+                "List the loaded components: name, source, stateful, key, tools, live instances and health.",
+                {},
+                [],
+            ),
+            list_components,
+        )
+    ]
+    if allow_load is not None:
+        tools += _loading_tools(host, allow_load.resolve())
+    return tools
+
+
+def _loading_tools(host: Host, root: Path) -> list[HostTool]:
+    async def load_component(arguments: dict[str, Any]) -> CallToolResult:
+        path = arguments["path"]
+        if not path or "\x00" in path:
+            raise ToolCallError("load failed: `path` must be a non-empty file path without NUL characters")
+        resolved = (root / path).resolve()
+        if not resolved.is_relative_to(root):
+            raise ToolCallError(
+                f"refused: {path!r} resolves to {resolved}, outside the allowed directory {root}"
+            )
+        try:
+            options = options_from({k: v for k, v in arguments.items() if k != "path"})
+            names = await host.load(resolved, options)
+        except ComponentError as exc:
+            raise ToolCallError(f"load failed: {exc}") from None
+        tools = [t for info in host.list() if info.name in names for t in info.tools]
+        return _result(
+            f"loaded {', '.join(names)}: {', '.join(tools)}", {"components": names, "tools": tools}
+        )
+
+    async def unload_component(arguments: dict[str, Any]) -> CallToolResult:
+        name = arguments["name"]
+        try:
+            await host.unload(name, purge=arguments.get("purge", False))
+        except ComponentError as exc:
+            raise ToolCallError(f"unload failed: {exc}") from None
+        return _result(f"unloaded {name}", {"unloaded": name})
+
+    load_spec = _spec(
+        "load_component",
+        "Load a component file (.py or .wasm) from the server's --allow-load directory. Loading a name "
+        "that is already loaded replaces it; its instances start fresh.",
+        {
+            "path": {"type": "string", "description": "file path, relative to the allowed directory"},
+            **options_schema(),
+        },
+        ["path"],
+    )
+    unload_spec = _spec(
+        "unload_component",
+        "Unload a component: its tools go away and its in-memory instances are dropped.",
+        {
+            "name": {"type": "string"},
+            "purge": {"type": "boolean", "default": False, "description": "also delete its durable state"},
+        },
+        ["name"],
+    )
+    return [HostTool(load_spec, load_component), HostTool(unload_spec, unload_component)]
