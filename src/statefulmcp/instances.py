@@ -160,15 +160,12 @@ class Instance:
     async def _acquire(self) -> None:
         me = asyncio.current_task()
         assert me is not None
-        if self.lock.locked():
-            self._refuse_cycle(me)
-            _waiting[me] = self
-            try:
-                await self.lock.acquire()
-            finally:
-                _waiting.pop(me, None)
-        else:
+        self._refuse_cycle(me)
+        _waiting[me] = self
+        try:
             await self.lock.acquire()
+        finally:
+            del _waiting[me]
         self.holder = me
 
     def _refuse_cycle(self, me: asyncio.Task[Any]) -> None:

@@ -134,6 +134,8 @@ class LiveComponent:
             except Stale:
                 if self.closed:
                     raise self._unloaded() from None
+                if self.instances.get(key) is instance:
+                    raise ToolCallError(f"{instance.label} is being deactivated; retry the call") from None
 
     def _unloaded(self) -> ToolCallError:
         return ToolCallError(f"component {self.name!r} was unloaded; list the tools again")
