@@ -1,0 +1,103 @@
+"""The embedded SQLite store: one bad commit fails alone, reads see earlier writes, and a state
+file deleted while serving stops acknowledgements instead of losing them silently."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from statefulmcp import StoreError
+from statefulmcp.state import DELETED, Change
+from statefulmcp.state.sqlite import SqliteStore
+
+
+def _rows(path: Path) -> dict[tuple[str, str, str], str]:
+    with sqlite3.connect(path) as db:
+        return {(c, k, n): v for c, k, n, v in db.execute("SELECT component, key, name, value FROM state")}
+
+
+def test_a_lone_surrogate_fails_its_commit_only_and_the_writer_survives(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+
+    async def scenario() -> None:
+        with pytest.raises(StoreError, match="lone surrogate"):
+            await store.commit([Change("c", "k", {"\ud800": "1"})])
+        await store.commit([Change("c", "k", {"n": "2"})])
+
+    asyncio.run(scenario())
+    store.close()
+    assert _rows(tmp_path / "s.db") == {("c", "k", "n"): "2"}
+
+
+def test_a_grouped_commit_with_one_bad_change_fails_only_that_one(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+
+    async def scenario() -> list[BaseException | None]:
+        # Queued together, so the writer sees them as one group.
+        results = await asyncio.gather(
+            *(store._submit(_commit(i), write=True) for i in range(5)), return_exceptions=True
+        )
+        return [r if isinstance(r, BaseException) else None for r in results]
+
+    results = asyncio.run(scenario())
+    store.close()
+    assert [r is not None for r in results] == [False, False, True, False, False]
+    assert sorted(k for _, k, _ in _rows(tmp_path / "s.db")) == ["0", "1", "3", "4"]
+
+
+def _commit(i: int) -> object:
+    from statefulmcp.state.sqlite import _Commit
+
+    name = "\udfff" if i == 2 else "n"
+    return _Commit([Change("c", str(i), {name: str(i)})])
+
+
+def test_a_load_queued_after_a_delete_sees_nothing(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+
+    async def scenario() -> dict[str, str]:
+        await store.commit([Change("c", "h", {"\x00open": "true"})])
+        delete = asyncio.ensure_future(store.delete_instance("c", "h"))
+        load = asyncio.ensure_future(store.load("c", "h"))
+        await delete
+        return await load
+
+    assert asyncio.run(scenario()) == {}
+    store.close()
+
+
+def test_a_state_file_deleted_while_serving_fails_later_commits_and_reports_it(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteStore(path)
+
+    async def scenario() -> None:
+        await store.commit([Change("c", "k", {"n": "1"})])
+        assert store.health() is None
+        path.unlink()
+        with pytest.raises(StoreError, match="deleted or replaced"):
+            await store.commit([Change("c", "k", {"n": "2"})])
+
+    asyncio.run(scenario())
+    assert "deleted or replaced" in (store.health() or "")
+    store.close()
+
+
+def test_deletes_and_upserts_are_durable_and_close_leaves_no_store_thread(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteStore(path)
+
+    async def scenario() -> None:
+        await store.commit([Change("c", "k", {"a": "1", "b": "2"})])  # inline (nothing queued)
+        await asyncio.gather(*(store.commit([Change("c", f"k{i}", {"a": str(i)})]) for i in range(20)))
+        await store.commit([Change("c", "k", {"a": DELETED})])
+
+    asyncio.run(scenario())
+    store.close()
+    rows = _rows(path)
+    assert rows[("c", "k", "b")] == "2" and ("c", "k", "a") not in rows
+    assert all(rows[("c", f"k{i}", "a")] == str(i) for i in range(20))
+    assert not [t for t in threading.enumerate() if t.name.startswith("statefulmcp-")]
