@@ -1,4 +1,5 @@
 PY ?= python3
+PORT ?= 8000
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -18,7 +19,7 @@ $(TEST_STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 run: $(STAMP)
-	$(BIN)/statefulmcp serve examples/
+	$(BIN)/statefulmcp serve examples/ --http 127.0.0.1:$(PORT)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests benchmarks examples

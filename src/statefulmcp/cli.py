@@ -1,21 +1,15 @@
-"""`statefulmcp serve ...`: load components and serve them over streamable HTTP or stdio."""
+"""`statefulmcp serve ...`: argument parsing only; the server's life cycle is `transport/lifespan.py`."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
-import signal
 import sys
 from pathlib import Path
 
 import uvloop
 
-from statefulmcp.components import ComponentError
-from statefulmcp.host import Host
-from statefulmcp.state import StoreError, store_path
-from statefulmcp.transport.http import Readiness, build_app, serve_http
-from statefulmcp.transport.server import McpFrontend
+from statefulmcp.transport.lifespan import ServeOptions, finish, serve
 
 log = logging.getLogger("statefulmcp")
 
@@ -88,90 +82,25 @@ def _configure_logging(level: str) -> None:
     root.setLevel(level)
 
 
-async def _load(host: Host, paths: list[Path]) -> None:
-    for path in paths:
-        names = await host.load(path)
-        log.info("loaded %s from %s", ", ".join(names), path)
-
-
-async def _serve_stdio(host: Host, frontend: McpFrontend, drain_timeout: float) -> None:
-    from mcp.server.stdio import stdio_server
-
-    await host.activate_eager()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with stdio_server() as (read, write):
-        serving = asyncio.create_task(
-            frontend.server.run(read, write, frontend.server.create_initialization_options())
-        )
-        stopping = asyncio.create_task(stop.wait())
-        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if stop.is_set():
-            await host.drain(drain_timeout)
-        serving.cancel()
-        stopping.cancel()
-        await asyncio.gather(serving, stopping, return_exceptions=True)
-
-
-async def _serve(args: argparse.Namespace) -> int:
-    try:
-        host = Host(
-            state=store_path(args.state), sync=args.durability, max_call_seconds=args.max_call_seconds or None
-        )
-        host.start()
-    except StoreError as exc:
-        log.error("cannot start: %s", exc)
-        return 2
-    try:
-        await _load(host, args.paths)
-    except ComponentError as exc:
-        log.error("cannot start: %s", exc)
-        await host.aclose()
-        return 2
-    frontend = McpFrontend(host, allow_load=args.allow_load)
-    try:
-        if args.stdio:
-            await _serve_stdio(host, frontend, args.drain_timeout)
-        else:
-            readiness = Readiness()
-            bind_host, port = args.http
-            app = build_app(frontend, readiness, bind_host=bind_host)
-
-            async def started(url: str) -> None:
-                log.info("serving on %s", url)
-                activated = await host.activate_eager()
-                if activated:
-                    log.info("eagerly activated %d instances", activated)
-                readiness.ready = True
-
-            async def stopping() -> None:
-                readiness.draining = True
-                await host.drain(args.drain_timeout)
-
-            await serve_http(
-                app,
-                bind_host,
-                port,
-                log_level=args.log_level,
-                on_started=started,
-                on_stop=stopping,
-            )
-    finally:
-        await host.aclose()
-        log.info("stopped cleanly")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     _configure_logging(args.log_level)
     if args.allow_load is not None and not args.allow_load.is_dir():
-        log.error("--allow-load %s: not a directory", args.allow_load)
+        log.error("cannot start: --allow-load %s: not a directory", args.allow_load)
         raise SystemExit(2)
+    options = ServeOptions(
+        paths=args.paths,
+        http=args.http,
+        stdio=args.stdio,
+        allow_load=args.allow_load,
+        state=args.state,
+        durability=args.durability,
+        drain_timeout=args.drain_timeout,
+        max_call_seconds=args.max_call_seconds or None,
+        log_level=args.log_level,
+    )
     # uvloop makes the transport loop (HTTP parsing, SSE framing) markedly cheaper per call.
-    raise SystemExit(uvloop.run(_serve(args)))
+    finish(uvloop.run(serve(options)))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -24,10 +25,12 @@ log = logging.getLogger("statefulmcp.http")
 
 @dataclass(slots=True)
 class Readiness:
-    """What `/ready` reports: ready once start-up work is done, not ready again while draining."""
+    """What `/ready` reports: ready once start-up work is done, not ready again while draining,
+    and not ready while the host cannot serve (`health`: a stalled engine, a lost state file)."""
 
     ready: bool = False
     draining: bool = False
+    health: Callable[[], str | None] = lambda: None
 
 
 def build_app(frontend: McpFrontend, readiness: Readiness, *, bind_host: str) -> Starlette:
@@ -39,6 +42,9 @@ def build_app(frontend: McpFrontend, readiness: Readiness, *, bind_host: str) ->
             return JSONResponse({"status": "shutting down"}, status_code=503)
         if not readiness.ready:
             return JSONResponse({"status": "starting"}, status_code=503)
+        reason = readiness.health()
+        if reason is not None:
+            return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
         return JSONResponse({"status": "ready"})
 
     return frontend.server.streamable_http_app(
@@ -109,20 +115,44 @@ class _Server(uvicorn.Server):
             self.should_exit = True
 
 
-async def serve_http(
-    app: Starlette,
-    host: str,
-    port: int,
-    *,
-    log_level: str,
-    on_started: Callable[[str], Awaitable[None]],
-    on_stop: Callable[[], Awaitable[None]],
-) -> None:
-    """Serve `app` until SIGINT/SIGTERM; `on_started(url)` runs once the socket is bound."""
+class AddressInUse(Exception):
+    """The address to listen on is taken; the message names it."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port, bound before anything else starts.
+
+    Binding first turns "address in use" into one clear start-up error instead of a failure
+    deep inside uvicorn after the server said it was serving.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        shown = f"[{host}]" if ":" in host else host
+        if exc.errno == errno.EADDRINUSE:
+            raise AddressInUse(f"{shown}:{port} is in use; stop the other server or pick another --http port") from None
+        raise AddressInUse(f"cannot listen on {shown}:{port}: {exc.strerror}") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    bound: Any = sock.getsockname()
+    shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    return f"http://{shown}:{bound[1]}/mcp"
+
+
+def http_server(
+    app: Starlette, *, log_level: str, on_stop: Callable[[], Awaitable[None]]
+) -> _Server:
+    """uvicorn for `app`, draining through `on_stop` before it stops listening."""
     config = uvicorn.Config(
         app,
-        host=host,
-        port=port,
         http=nodelay_http_protocol(),
         log_level=log_level.lower(),
         access_log=False,
@@ -132,14 +162,4 @@ async def serve_http(
         # keep-alive connections and clients' standing SSE streams, which would never close alone.
         timeout_graceful_shutdown=1,
     )
-    server = _Server(config, on_stop)
-    serving = asyncio.create_task(server.serve())
-    while not server.started and not serving.done():
-        await asyncio.sleep(0.01)
-    if serving.done():
-        await serving
-        raise SystemExit("the HTTP server did not start; see the log above")
-    bound: Any = server.servers[0].sockets[0].getsockname()
-    shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-    await on_started(f"http://{shown}:{bound[1]}/mcp")
-    await serving
+    return _Server(config, on_stop)
