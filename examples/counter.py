@@ -5,22 +5,20 @@ from statefulmcp import component, tool
 
 @component(stateful=True)
 class Counter:
-    """Counts calls. Concurrent increments never lose an update: turns run one at a time."""
+    """Counts calls. Concurrent increments never lose an update: turns run one at a time.
 
-    def __init__(self) -> None:
-        self.value = 0
-
-    async def on_activate(self) -> None:
-        self.value = self.state.get("value", 0)
+    The value lives in `self.state` and nowhere else: if a commit fails, `self.state` is rolled
+    back, so the next call starts from what is really on disk (a copy in an attribute would not be).
+    """
 
     @tool
     async def increment(self, by: int = 1) -> int:
         """Add `by` to the counter and return the new value."""
-        self.value += by
-        self.state["value"] = self.value
-        return self.value
+        value = self.state.get("value", 0) + by
+        self.state["value"] = value
+        return value
 
     @tool
     async def get(self) -> int:
         """The current value."""
-        return self.value
+        return int(self.state.get("value", 0))

@@ -7,20 +7,14 @@ from statefulmcp import component, tool
 class Notes:
     """Call `notes_open` for a handle, pass it as `session`, and `notes_close` it when done."""
 
-    def __init__(self) -> None:
-        self.notes: list[str] = []
-
-    async def on_activate(self) -> None:
-        self.notes = list(self.state.get("notes", []))
-
     @tool
     async def add(self, session: str, text: str) -> int:
         """Append a note; returns how many notes this conversation has."""
-        self.notes.append(text)
-        self.state["notes"] = self.notes
-        return len(self.notes)
+        notes = [*self.state.get("notes", []), text]  # a new list: the old one stays as committed
+        self.state["notes"] = notes
+        return len(notes)
 
     @tool
     async def list(self, session: str) -> list[str]:
         """Every note of this conversation, oldest first."""
-        return self.notes
+        return list(self.state.get("notes", []))
