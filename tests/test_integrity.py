@@ -104,7 +104,7 @@ async def test_a_closed_handle_never_comes_back(tmp_path: Path, loadable: Path) 
                 await session.call_tool("notes_add", {"session": handle, "text": "x"})
                 results: list[Any] = []
 
-                async def close(h: str = handle) -> None:
+                async def close(h: str = handle, results: list[Any] = results) -> None:
                     results.append(value(await session.call_tool("notes_close", {"session": h})))
 
                 async def add(h: str = handle) -> None:
