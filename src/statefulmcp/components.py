@@ -267,7 +267,9 @@ def _converter(meta: FuncMetadata, tool_name: str) -> Callable[[Any], CallToolRe
                 "(or await the coroutine) instead"
             )
         try:
-            if meta.output_schema is None and not isinstance(value, CallToolResult):
+            if not isinstance(value, CallToolResult):
+                # Serializing here, inside the turn, turns a value the wire cannot carry (a lone
+                # surrogate, a cycle) into a clear error instead of a transport failure later.
                 pydantic_core.to_json(value)
             result = meta.convert_result(value)
         except (ValidationError, pydantic_core.PydanticSerializationError, ValueError) as exc:
@@ -282,7 +284,7 @@ def _converter(meta: FuncMetadata, tool_name: str) -> Callable[[Any], CallToolRe
 
 def _unsendable(tool_name: str, value: Any, exc: Exception) -> str:
     text = str(exc)
-    if "recursion" in text.lower() or "circular" in text.lower():
+    if any(word in text.lower() for word in ("recursion", "circular", "depth")):
         return f"tool {tool_name!r} returned a value nested too deeply (or circular) to send as JSON"
     if "surrogate" in text.lower():
         return f"tool {tool_name!r} returned a string with a lone surrogate, which is not valid Unicode text"
