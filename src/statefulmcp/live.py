@@ -325,10 +325,10 @@ class LiveComponent:
         for name, stats in self.ended.items():
             totals[name].add(stats)
         out: dict[str, Any] = {name: stats.summary() for name, stats in totals.items()}
-        if self.spec.key is not None and per:
-            per.sort(key=lambda item: item[0], reverse=True)
-            out["instances"] = [
-                {"key": key, "method": name, **stats.summary()}
-                for _, key, name, stats in per[:_PER_INSTANCE_STATS]
-            ]
+        if self.spec.key is not None:
+            per.sort(key=lambda item: item[0], reverse=True)  # the latest first: the one to look at
+            for name in out:
+                out[name]["instances"] = [
+                    {"key": key, **stats.summary()} for _, key, method, stats in per if method == name
+                ][:_PER_INSTANCE_STATS]
         return out

@@ -1,0 +1,12 @@
+"""A component file another component file imports (the double-import trap)."""
+
+from statefulmcp import component, tool
+
+SEEN: list[str] = []
+
+
+@component
+class Base:
+    @tool
+    async def seen(self) -> int:
+        return len(SEEN)
