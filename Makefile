@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench bench-smoke clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -23,12 +23,16 @@ run: $(STAMP)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/mypy src
+	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/mypy src tests benchmarks
 
-test: $(TEST_STAMP)
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/mypy src
-	$(BIN)/pytest -q
+# Two workers: most tests wait on server processes, so two run side by side on two cores.
+test: lint
+	$(BIN)/pytest -q -n 2
+
+# `make bench QUICK=1` end to end, checking only that every group ran (CI runs it after `make test`).
+bench-smoke: $(TEST_STAMP)
+	$(BIN)/pytest -q -m bench
 
 bench: $(TEST_STAMP)
 	$(BIN)/python -m benchmarks $(if $(QUICK),--quick,)

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import client, procs, stats
-from statefulmcp import Host, component, tool
+from statefulmcp import Host, Stateful, component, tool
 
 COMPONENTS = Path(__file__).parent / "components"
 
 
 @component(stateful=True, key="key", durability="memory")
-class LongPoll:
+class LongPoll(Stateful):
     """A waiter and a bumper on one instance."""
 
     def __init__(self) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +75,10 @@ async def concurrent(
     for r in range(rounds):
         for d in designs:
             names = [f"{mode}-r{r}-k{i}" for i in range(keys)]
-            key_of: Callable[[int], str] = lambda i, names=names: names[i % len(names)]  # noqa: E731
+
+            def key_of(i: int, names: list[str] = names) -> str:
+                return names[i % len(names)]
+
             result = await client.concurrent(
                 d.url, d.tool, clients=clients, seconds=seconds, key_of=key_of, mode=mode
             )

@@ -14,6 +14,7 @@ import sqlite3
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +106,11 @@ async def run(quick: bool) -> dict[str, Any]:
             conc: dict[str, Any] = {}
             for callers in (1, 16, 64):
                 keys = [{"key": f"c{callers}-{i}"} for i in range(callers)]
-                lat, elapsed = await inproc.timed_concurrent(
-                    lambda i, keys=keys: host.call(TOOL, keys[i]), callers, seconds
-                )
+
+                def call(i: int, keys: list[dict[str, str]] = keys) -> Awaitable[Any]:
+                    return host.call(TOOL, keys[i])
+
+                lat, elapsed = await inproc.timed_concurrent(call, callers, seconds)
                 conc[str(callers)] = {**stats.summary(lat), "turns_per_s": len(lat) / elapsed}
                 samples[f"durable turn, {callers} callers"] = lat
         conn.close()

@@ -114,7 +114,7 @@ def run(quick: bool) -> dict[str, Any]:
         counter = load_wasm(counter_path, LoadOptions(stateful=True))
         notes_path = notes_component()
         notes = load_wasm(notes_path, LoadOptions(stateful=True))
-        cases = [
+        cases: list[tuple[str, Any, Path, str, str, dict[str, Any], list[Any]]] = [
             ("wat_counter", counter, counter_path, "add", "add", {"session": "s", "n": 1}, ["s", 1]),
             ("componentize_py_notes", notes, notes_path, "get-env", "get_env", {"name": "HOME"}, ["HOME"]),
         ]

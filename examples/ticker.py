@@ -20,4 +20,9 @@ class Ticker:
         window: list[float] = self.state.get("window", [])
         if not window:
             return {"count": 0, "mean": 0.0, "min": 0.0, "max": 0.0}
-        return {"count": len(window), "mean": sum(window) / len(window), "min": min(window), "max": max(window)}
+        return {
+            "count": len(window),
+            "mean": sum(window) / len(window),
+            "min": min(window),
+            "max": max(window),
+        }

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from statefulmcp import Host, ToolCallError, component, tool
+from statefulmcp import Host, Stateful, ToolCallError, component, tool
 
 pytestmark = pytest.mark.anyio
 
 
 @component(stateful=True, key="k")
-class Keyed:
+class Keyed(Stateful):
     @tool
     async def put(self, k: str, name: str) -> int:
         self.state[name] = 1
@@ -28,7 +28,7 @@ class Keyed:
 
 
 @component(stateful=True)
-class Exits:
+class Exits(Stateful):
     @tool
     async def parse(self) -> int:
         argparse.ArgumentParser(exit_on_error=False, add_help=False).parse_args(["--nope"])
@@ -48,7 +48,7 @@ class Exits:
 
 
 @component
-class StatelessExit:
+class StatelessExit(Stateful):
     @tool
     def leave(self) -> int:
         raise SystemExit("bye")
@@ -79,10 +79,10 @@ async def test_system_exit_and_keyboard_interrupt_from_a_tool_fail_that_call_onl
 
 
 @component(stateful=True)
-class Blocker:
+class Blocker(Stateful):
     @tool
     async def block(self, seconds: float) -> str:
-        time.sleep(seconds)  # a blocking call inside async def: the mistake the watchdog reports
+        time.sleep(seconds)  # noqa: ASYNC251 - a blocking call inside async def: the mistake the watchdog reports
         return "done"
 
 
@@ -110,7 +110,7 @@ async def test_a_blocking_async_tool_is_reported_by_the_watchdog_and_the_host_re
 
 
 @component(stateful=True)
-class Stubborn:
+class Stubborn(Stateful):
     @tool
     async def touch(self) -> int:
         return 1
@@ -148,7 +148,7 @@ _gate = threading.Event()
 
 
 @component
-class Hog:
+class Hog(Stateful):
     @tool
     def hold(self) -> int:
         _gate.wait(60)
@@ -156,7 +156,7 @@ class Hog:
 
 
 @component
-class Other:
+class Other(Stateful):
     @tool
     def quick(self) -> int:
         return 2
@@ -183,7 +183,7 @@ async def test_a_component_that_fills_its_threads_cannot_starve_another(gate: th
 
 
 @component(stateful=True)
-class Activating:
+class Activating(Stateful):
     activations = 0
 
     async def on_activate(self) -> None:
@@ -196,7 +196,7 @@ class Activating:
 
 
 @component
-class Careless:
+class Careless(Stateful):
     @tool
     async def write(self) -> int:
         self.state["x"] = 1
@@ -222,7 +222,9 @@ async def test_smaller_mistakes_get_clear_errors_and_the_host_serves_on() -> Non
     async with Host() as host:
         await host.load(Activating)
         await host.load(Careless)
-        results = await asyncio.gather(*(host.call("activating_get") for _ in range(3)), return_exceptions=True)
+        results = await asyncio.gather(
+            *(host.call("activating_get") for _ in range(3)), return_exceptions=True
+        )
         assert all("wait_until cannot be used in on_activate" in str(r) for r in results)
         assert Activating.activations == 3  # one per call: each failed activation is dropped, retried
         expected = {

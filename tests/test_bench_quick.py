@@ -28,7 +28,7 @@ SECTIONS = [
 ]
 
 
-@pytest.mark.slow
+@pytest.mark.bench
 @pytest.mark.timeout(600)
 def test_quick_benchmark_runs_and_writes_its_report(tmp_path: Path) -> None:
     out_json, doc, plots = tmp_path / "latest.json", tmp_path / "benchmarks.md", tmp_path / "plots"

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from conftest import COMPONENTS, EXAMPLES, error, http_session, running, stdio_session, value
+from conftest import COMPONENTS, EXAMPLES, ServerProcess, error, http_session, running, stdio_session, value
 from mcp.types import CallToolResult
 
 pytestmark = pytest.mark.anyio
@@ -24,13 +25,15 @@ async def component_details(session: Any, name: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def driver(tmp_path_factory: pytest.TempPathFactory):
+def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with running(DRIVER, tmp=tmp_path_factory.mktemp("driver")) as server:
         yield server
 
 
 @pytest.mark.slow
-async def test_a_1khz_background_tick_runs_for_5s_and_never_interleaves_with_calls(driver) -> None:
+async def test_a_1khz_background_tick_runs_for_5s_and_never_interleaves_with_calls(
+    driver: ServerProcess,
+) -> None:
     async with http_session(driver.url) as session:
         start = value(await session.call_tool("driver_report", {}))  # activates the instance
         pokes = 0
@@ -52,7 +55,7 @@ async def test_a_1khz_background_tick_runs_for_5s_and_never_interleaves_with_cal
     assert tick["lateness_us"]["p50"] is not None and tick["lateness_us"]["max"] >= tick["lateness_us"]["p50"]
 
 
-async def test_a_long_poll_waits_while_other_calls_make_it_true(driver) -> None:
+async def test_a_long_poll_waits_while_other_calls_make_it_true(driver: ServerProcess) -> None:
     async with http_session(driver.url) as session:
         results: list[CallToolResult] = []
 
@@ -70,7 +73,7 @@ async def test_a_long_poll_waits_while_other_calls_make_it_true(driver) -> None:
         assert (await component_details(session, "mailbox"))["details"]["waiters"] == 0
 
 
-async def test_a_long_poll_times_out_with_a_clear_error_or_the_tool_catches_it(driver) -> None:
+async def test_a_long_poll_times_out_with_a_clear_error_or_the_tool_catches_it(driver: ServerProcess) -> None:
     async with http_session(driver.url) as session:
         timed_out = error(await session.call_tool("mailbox_wait_for", {"room": "to", "n": 5, "timeout": 0.3}))
         assert "wait_until timed out after 0.3 s" in timed_out
@@ -79,7 +82,7 @@ async def test_a_long_poll_times_out_with_a_clear_error_or_the_tool_catches_it(d
         assert value(await session.call_tool("mailbox_push", {"room": "to", "item": "x"})) == 1  # not held
 
 
-async def test_a_waiting_call_sends_progress_when_the_client_asked_for_it(driver) -> None:
+async def test_a_waiting_call_sends_progress_when_the_client_asked_for_it(driver: ServerProcess) -> None:
     async with http_session(driver.url) as session:
         heard: list[float] = []
 
@@ -119,7 +122,7 @@ async def test_a_client_that_cancels_leaves_no_waiter_behind(tmp_path: Path, tra
                 await exercise(session)
 
 
-async def test_a_background_tick_that_raises_is_restarted_and_reported(driver) -> None:
+async def test_a_background_tick_that_raises_is_restarted_and_reported(driver: ServerProcess) -> None:
     async with http_session(driver.url) as session:
         await session.call_tool("flaky_ok_ticks", {})  # activates the instance
         with anyio.fail_after(15):
@@ -144,7 +147,7 @@ async def test_per_tool_and_server_wide_time_limits_give_clear_errors(tmp_path: 
             assert "time limit of 1 s" in server_wide and "--max-call-seconds 1" in server_wide
 
 
-async def test_calls_to_local_tools_work_and_self_calls_are_refused(driver) -> None:
+async def test_calls_to_local_tools_work_and_self_calls_are_refused(driver: ServerProcess) -> None:
     async with http_session(driver.url) as session:
         assert value(await session.call_tool("relay_forward", {"room": "fw", "item": "hi"})) == 1
         assert value(await session.call_tool("relay_forward", {"room": "fw", "item": "again"})) == 2
@@ -173,11 +176,11 @@ APP = """
 import asyncio
 import sys
 
-from statefulmcp import Host, component, tool
+from statefulmcp import Host, Stateful, component, tool
 
 
 @component
-class App:
+class App(Stateful):
     @tool
     def ping(self) -> str:
         return "pong"

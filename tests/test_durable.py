@@ -142,7 +142,7 @@ async def test_eager_activation_resumes_state_before_ready(tmp_path: Path) -> No
         deadline = time.monotonic() + 20
         while httpx.get(f"{server.base}/ready").status_code != 200:
             assert time.monotonic() < deadline
-            time.sleep(0.05)
+            await asyncio.sleep(0.05)
         async with http_session(server.url) as session:
             listed = value(await session.call_tool("list_components", {}))["components"]
             assert {c["name"]: c["instances"] for c in listed}["sensor"] == 2  # before any call
@@ -157,7 +157,7 @@ async def test_unload_keeps_durable_state_unless_purged_and_handles_survive_rest
     allowed.mkdir()
     shutil.copy(LEDGER, allowed / "ledger.py")
     shutil.copy(EXAMPLES / "notes.py", allowed / "notes.py")
-    args = ["--allow-load", allowed, *state_arg(tmp_path)]
+    args: list[str | Path] = ["--allow-load", allowed, *state_arg(tmp_path)]
     with running(*args, tmp=tmp_path) as server:
         async with http_session(server.url) as session:
             await session.call_tool("load_component", {"path": "ledger.py"})
@@ -254,7 +254,7 @@ async def test_a_full_disk_fails_the_turn_and_commits_work_again_once_space_is_b
             assert await balances(server.url, ["a"]) == {"a": 2}
     finally:
         await asyncio.sleep(0.1)
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+        await asyncio.to_thread(subprocess.run, ["umount", "-l", str(disk)], check=False)
 
 
 def test_a_state_path_that_cannot_be_opened_stops_start_up_with_its_name(tmp_path: Path) -> None:

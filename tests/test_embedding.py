@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from statefulmcp import Host, LoadOptions, ToolCallError, component, tool
+from statefulmcp import Host, LoadOptions, Stateful, ToolCallError, component, tool
 from statefulmcp.components import ComponentError, snake_case
 from statefulmcp.state import DELETED, StoreError, store_path
 from statefulmcp.state.view import StateValueError, StateView
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.anyio
 
 
 @component(stateful=True, key="user")
-class Wallet:
+class Wallet(Stateful):
     """One wallet per user."""
 
     def __init__(self) -> None:
@@ -82,7 +82,7 @@ def test_a_keyed_component_must_be_stateful() -> None:
     with pytest.raises(ComponentError, match="stateful=True"):
 
         @component(key="user")
-        class Loose:
+        class Loose(Stateful):
             @tool
             def f(self, user: str) -> str:
                 return user
@@ -124,7 +124,7 @@ def test_unsupported_state_urls_are_refused() -> None:
 
 
 @component(stateful=True, durability="memory")
-class Board:
+class Board(Stateful):
     def __init__(self) -> None:
         self.ready = False
 

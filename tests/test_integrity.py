@@ -80,7 +80,9 @@ async def test_a_waiter_on_a_closed_handle_fails_at_once_and_its_rows_are_gone(
             outcome: dict[str, Any] = {}
 
             async def park() -> None:
-                outcome["result"] = await session.call_tool("conversation_wait_then_write", {"session": handle})
+                outcome["result"] = await session.call_tool(
+                    "conversation_wait_then_write", {"session": handle}
+                )
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(park)
@@ -130,7 +132,7 @@ async def test_admin_tool_arguments_are_checked_against_their_schema(tmp_path: P
         async with http_session(server.url) as session:
             await session.call_tool("load_component", {"path": "counter.py"})
             assert value(await session.call_tool("counter_increment", {"by": 5})) == 5
-            refusals = [
+            refusals: list[tuple[str, dict[str, Any], str]] = [
                 ("unload_component", {"name": "counter", "purge": "false"}, "purge"),
                 ("load_component", {"path": "counter.py", "handles": "false"}, "handles"),
                 ("load_component", {"path": "counter.py", "stateful": "no"}, "stateful"),
@@ -148,7 +150,9 @@ async def test_admin_tool_arguments_are_checked_against_their_schema(tmp_path: P
             assert value(await session.call_tool("counter_get", {})) == 5  # nothing was purged
 
 
-async def test_invalid_declarations_are_load_errors_naming_the_problem(tmp_path: Path, loadable: Path) -> None:
+async def test_invalid_declarations_are_load_errors_naming_the_problem(
+    tmp_path: Path, loadable: Path
+) -> None:
     with running("--allow-load", loadable, tmp=tmp_path) as server:
         async with http_session(server.url) as session:
             for path, named in [
@@ -227,11 +231,12 @@ async def test_the_shipped_examples_do_not_count_a_failed_call() -> None:
         assert await host.call("counter_increment", {"by": 1}) == 1
         assert await host.call("ticker_add", {"symbol": "X", "price": 1.0}) == 1
         assert await host.call("notes_add", {"session": handle, "text": "a"}) == 1
-        for tool, arguments in [
+        steps: list[tuple[str, dict[str, Any]]] = [
             ("counter_increment", {"by": 100}),
             ("ticker_add", {"symbol": "X", "price": 2.0}),
             ("notes_add", {"session": handle, "text": "lost"}),
-        ]:
+        ]
+        for tool, arguments in steps:
             store.fail_next = True
             with pytest.raises(Exception, match="nothing of this turn was written"):
                 await host.call(tool, arguments)

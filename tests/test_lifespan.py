@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx2 as httpx
@@ -40,7 +41,15 @@ def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         run = subprocess.run(
-            [sys.executable, "-m", "statefulmcp", "serve", str(COMPONENTS / "probe.py"), "--http", f"127.0.0.1:{port}"],
+            [
+                sys.executable,
+                "-m",
+                "statefulmcp",
+                "serve",
+                str(COMPONENTS / "probe.py"),
+                "--http",
+                f"127.0.0.1:{port}",
+            ],
             cwd=tmp_path,
             capture_output=True,
             text=True,
@@ -57,7 +66,7 @@ async def test_calls_still_running_at_the_drain_timeout_get_a_shutting_down_erro
         async with http_session(server.url) as session:
             results: dict[str, object] = {}
 
-            async def call(name: str, args: dict[str, object]) -> None:
+            async def call(name: str, args: dict[str, Any]) -> None:
                 results[name] = await session.call_tool(name, args)
 
             async with anyio.create_task_group() as tg:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 import httpx2 as httpx
 import pytest
-from conftest import COMPONENTS, EXAMPLES, error, http_session, running, stdio_session, value
+from conftest import COMPONENTS, EXAMPLES, ServerProcess, error, http_session, running, stdio_session, value
 from mcp.client.subscriptions import listen
 from mcp.shared.exceptions import MCPError
 from mcp.types import ToolListChangedNotification
@@ -17,13 +18,15 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture(scope="module")
-def examples_server(tmp_path_factory: pytest.TempPathFactory):
+def examples_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     with running(EXAMPLES, COMPONENTS / "probe.py", tmp=tmp_path_factory.mktemp("srv")) as server:
         yield server
 
 
 @pytest.mark.parametrize("mode", ["legacy", "modern"])
-async def test_http_lists_and_calls_stateless_and_stateful_tools(examples_server, mode: str) -> None:
+async def test_http_lists_and_calls_stateless_and_stateful_tools(
+    examples_server: ServerProcess, mode: str
+) -> None:
     async with http_session(examples_server.url, mode) as session:
         names = {tool.name for tool in (await session.list_tools()).tools}
         assert {"counter_increment", "ticker_add", "notes_open", "notes_close", "text_word_count"} <= names
@@ -36,13 +39,13 @@ async def test_http_lists_and_calls_stateless_and_stateful_tools(examples_server
         assert value(await session.call_tool("counter_increment", {})) == first + 1
 
 
-async def test_input_and_output_schemas_come_from_type_hints(examples_server) -> None:
+async def test_input_and_output_schemas_come_from_type_hints(examples_server: ServerProcess) -> None:
     async with http_session(examples_server.url) as session:
         tools = {tool.name: tool for tool in (await session.list_tools()).tools}
         add = tools["ticker_add"]
         assert add.input_schema["properties"]["price"]["type"] == "number"
         assert set(add.input_schema["required"]) == {"symbol", "price"}
-        assert add.description.startswith("Record a price")
+        assert (add.description or "").startswith("Record a price")
         assert tools["counter_increment"].input_schema["properties"]["by"]["default"] == 1
         assert tools["ticker_stats"].output_schema is not None
 
@@ -72,12 +75,12 @@ async def test_200_concurrent_calls_to_one_instance_never_interleave(tmp_path: P
             assert value(await session.call_tool("tally_overlaps_seen", {})) == 0
 
 
-async def test_stateless_component_gets_a_fresh_instance_per_call(examples_server) -> None:
+async def test_stateless_component_gets_a_fresh_instance_per_call(examples_server: ServerProcess) -> None:
     async with http_session(examples_server.url) as session:
         assert [value(await session.call_tool("fresh_bump", {})) for _ in range(3)] == [1, 1, 1]
 
 
-async def test_key_values_get_isolated_instances(examples_server) -> None:
+async def test_key_values_get_isolated_instances(examples_server: ServerProcess) -> None:
     async with http_session(examples_server.url) as session:
         assert value(await session.call_tool("room_post", {"room": "a", "message": "hi"})) == ["hi"]
         assert value(await session.call_tool("room_post", {"room": "b", "message": "yo"})) == ["yo"]
@@ -87,7 +90,7 @@ async def test_key_values_get_isolated_instances(examples_server) -> None:
         ]
 
 
-async def test_handles_open_use_close_and_unknown_handles_are_refused(examples_server) -> None:
+async def test_handles_open_use_close_and_unknown_handles_are_refused(examples_server: ServerProcess) -> None:
     async with http_session(examples_server.url, "modern") as session:
         handle = value(await session.call_tool("notes_open", {}))
         other = value(await session.call_tool("notes_open", {}))
@@ -102,7 +105,7 @@ async def test_handles_open_use_close_and_unknown_handles_are_refused(examples_s
         assert "unknown or closed handle" in made_up and "notes_open" in made_up
 
 
-async def test_bad_calls_get_clear_errors_and_the_server_stays_up(examples_server) -> None:
+async def test_bad_calls_get_clear_errors_and_the_server_stays_up(examples_server: ServerProcess) -> None:
     async with http_session(examples_server.url) as session:
         with pytest.raises(MCPError, match="unknown tool 'nope'"):
             await session.call_tool("nope", {})

@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,7 +50,7 @@ def test_a_grouped_commit_with_one_bad_change_fails_only_that_one(tmp_path: Path
     assert sorted(k for _, k, _ in _rows(tmp_path / "s.db")) == ["0", "1", "3", "4"]
 
 
-def _commit(i: int) -> object:
+def _commit(i: int) -> Any:
     from statefulmcp.state.sqlite import _Commit
 
     name = "\udfff" if i == 2 else "n"

@@ -9,13 +9,24 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import COMPONENTS, http_session, running, value
 
 import statefulmcp
-from statefulmcp import ComponentError, Host, HostStateError, ToolCallError, background, component, tool
+from statefulmcp import (
+    ComponentError,
+    Host,
+    HostStateError,
+    Stateful,
+    ToolCallError,
+    background,
+    component,
+    tool,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -23,8 +34,9 @@ _both_inside = asyncio.Event()
 
 
 @component(stateful=True, uses={"b": "bee_ping", "b_call": "bee_call_a"})
-class Ay:
+class Ay(Stateful):
     arrived = 0
+    b: Callable[..., Awaitable[Any]]  # given by `uses=`
 
     @tool
     async def call_b(self) -> str:
@@ -40,8 +52,9 @@ class Ay:
 
 
 @component(stateful=True, uses={"a": "ay_ping"})
-class Bee:
+class Bee(Stateful):
     arrived = 0
+    a: Callable[..., Awaitable[Any]]
 
     @tool
     async def call_a(self) -> str:
@@ -74,7 +87,15 @@ def test_a_component_file_imported_by_another_is_refused_in_either_order(
 ) -> None:
     folder = COMPONENTS / "users_pair"
     run = subprocess.run(
-        [sys.executable, "-m", "statefulmcp", "serve", *(str(folder / f) for f in order), "--http", "127.0.0.1:0"],
+        [
+            sys.executable,
+            "-m",
+            "statefulmcp",
+            "serve",
+            *(str(folder / f) for f in order),
+            "--http",
+            "127.0.0.1:0",
+        ],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(folder)},
         capture_output=True,
@@ -86,7 +107,7 @@ def test_a_component_file_imported_by_another_is_refused_in_either_order(
 
 
 @component(stateful=True, durability="memory")
-class Watcher:
+class Watcher(Stateful):
     def __init__(self) -> None:
         self.quiet = 0
 
@@ -117,7 +138,7 @@ async def test_wait_until_sees_a_plain_loops_writes_and_checks_once_more_at_the_
 
 
 @component(stateful=True, durability="memory")
-class Ending:
+class Ending(Stateful):
     @background
     async def connection(self) -> None:
         self.state["runs"] = self.state.get("runs", 0) + 1  # a websocket closing cleanly: just returns
@@ -142,7 +163,7 @@ async def test_a_plain_loop_that_returns_is_logged_and_restarted(caplog: pytest.
 
 
 @component(stateful=True, durability="memory")
-class Strict:
+class Strict(Stateful):
     @tool
     async def increment(self, by: int = 1) -> int:
         return by
@@ -157,7 +178,7 @@ async def test_unknown_arguments_are_refused_and_the_schema_says_so() -> None:
 
 
 @component(uses={"missing": "nowhere_tool"})
-class Lost:
+class Lost(Stateful):
     @tool
     async def go(self) -> int:
         return 0
@@ -172,7 +193,7 @@ async def test_a_uses_alias_naming_a_missing_tool_fails_at_load_naming_it() -> N
 
 
 @component(stateful=True, key="device", durability="memory")
-class Device:
+class Device(Stateful):
     async def on_activate(self) -> None:
         self.opened = f"connection to {self.key}"  # a per-key resource opened on activation
 
@@ -199,7 +220,7 @@ async def test_an_eager_singleton_starts_on_first_boot_before_ready(tmp_path: Pa
 
 
 @component(stateful=True, key="symbol", durability="memory")
-class Feed:
+class Feed(Stateful):
     @background(every=0.005)
     async def tick(self) -> None:
         self.state["ticks"] = self.state.get("ticks", 0) + 1
@@ -222,7 +243,7 @@ async def test_background_statistics_are_shown_per_instance() -> None:
 
 
 @component
-class Grumpy:
+class Grumpy(Stateful):
     @tool
     async def fail(self) -> int:
         raise ValueError("no such account")
@@ -255,7 +276,7 @@ async def test_torn_replies_are_impossible(tmp_path: Path) -> None:
 
 
 @component(stateful=True, key="k", handles=True, durability="memory")
-class Busy:
+class Busy(Stateful):
     @background(every=0.001)
     async def tick(self) -> None:
         self.state["t"] = self.state.get("t", 0) + 1
@@ -283,6 +304,6 @@ async def test_no_thread_or_task_of_the_host_remains_after_aclose(tmp_path: Path
     for thread in leftover:
         thread.join(10)
     assert not [t.name for t in threading.enumerate() if t.name.startswith("statefulmcp-")]
-    assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and "statefulmcp" in repr(t)]
-
-
+    assert not [
+        t for t in asyncio.all_tasks() if t is not asyncio.current_task() and "statefulmcp" in repr(t)
+    ]

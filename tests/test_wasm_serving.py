@@ -116,7 +116,7 @@ async def test_stateful_keys_keep_isolated_memory_and_survive_traps(
                 assert await add("a", 3) == 3, "the next call starts fresh"
             assert await add("b", 1) == 2, "other instances are untouched"
             listed = await session.call_tool("list_components", {})
-            (info,) = [c for c in listed.structured_content["components"] if c["name"] == "counter"]  # type: ignore[index]
+            (info,) = [c for c in listed.structured_content["components"] if c["name"] == "counter"]
             assert info["details"]["limits"]["memory_mib"] == 8
             assert info["details"]["network"] == "denied"
         assert server.proc.poll() is None, "the server stays up"

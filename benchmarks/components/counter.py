@@ -1,10 +1,10 @@
 """The benchmark counter as a statefulmcp component, keyed, with in-memory state only."""
 
-from statefulmcp import component, tool
+from statefulmcp import Stateful, component, tool
 
 
 @component(stateful=True, key="key", durability="memory")
-class Counter:
+class Counter(Stateful):
     """One counter per key; turns of one key never interleave, so no update is lost."""
 
     def __init__(self) -> None:

@@ -1,10 +1,10 @@
 """The benchmark counter with `durability="turn"`: each increment is committed before its reply."""
 
-from statefulmcp import component, tool
+from statefulmcp import Stateful, component, tool
 
 
 @component(stateful=True, key="key", durability="turn")
-class DurableCounter:
+class DurableCounter(Stateful):
     """One counter per key, kept in `self.state` so it survives kill -9."""
 
     def __init__(self) -> None:

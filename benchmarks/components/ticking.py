@@ -1,10 +1,10 @@
 """A 1 kHz background tick, to measure tick lateness (served beside `counter.py` for the load)."""
 
-from statefulmcp import background, component, tool
+from statefulmcp import Stateful, background, component, tool
 
 
 @component(stateful=True, key="key", durability="memory")
-class Ticking:
+class Ticking(Stateful):
     """Ticks every millisecond once activated; `start` activates it."""
 
     def __init__(self) -> None:

@@ -23,7 +23,7 @@ from statefulmcp.remote import Remote
 # isort: off
 # Last: importing the host imports the submodule `statefulmcp.background`, which would otherwise
 # shadow the decorator of the same name on this package.
-from statefulmcp.components import background, component, tool
+from statefulmcp.components import Stateful, background, component, tool
 # isort: on
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "Remote",
     "RemoteCallError",
     "StateValueError",
+    "Stateful",
     "StatefulMCPError",
     "StoreError",
     "ToolCallError",

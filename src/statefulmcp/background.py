@@ -119,7 +119,7 @@ class Background:
                 )
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - background work is restarted, never lost
                 self._failed(stats, name, exc)
             if time.monotonic() - started > 60:
                 backoff = 0.1  # it ran for a good while: a fresh failure starts from a short wait
@@ -158,7 +158,7 @@ class Background:
                 backoff = 0.0
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - background work is restarted, never lost
                 self._failed(stats, name, exc)
                 backoff = min(max(backoff * 2, period, 0.05), _MAX_BACKOFF)
                 await asyncio.sleep(backoff)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -148,7 +148,11 @@ def tool(
     return mark(fn) if fn is not None else mark
 
 
-def background(fn: _F | None = None, /, *, every: float | None = None) -> Any:
+@overload
+def background(fn: _F, /) -> _F: ...
+@overload
+def background(*, every: float | None = None) -> Callable[[_F], _F]: ...
+def background(fn: _F | None = None, /, *, every: float | None = None) -> _F | Callable[[_F], _F]:
     """Run an async method of a stateful component between calls, for the instance's whole life.
 
     Without `every` the method is a loop started on activation; with `every=SECONDS` it is a
@@ -164,6 +168,22 @@ def background(fn: _F | None = None, /, *, every: float | None = None) -> Any:
         return f
 
     return mark(fn) if fn is not None else mark
+
+
+class Stateful:
+    """An optional base class for components: declares, for type checkers, what the host gives
+    each instance of a loaded component. Inheriting from it changes nothing at run time.
+
+    `state` is the instance's durable mapping, `key` its key (None for a singleton or a
+    stateless call), and `wait_until` waits inside a turn without holding it.
+    """
+
+    state: MutableMapping[str, Any]
+    key: str | None
+
+    async def wait_until(self, predicate: Callable[[], object], timeout: float | None = None) -> None:
+        """Replaced on each instance by the host; here only to give it a type."""
+        raise RuntimeError("wait_until works on an instance of a loaded component only")
 
 
 @overload

@@ -293,7 +293,7 @@ class Instance:
                 continue
             try:
                 ready = waiter.predicate()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the predicate's error is the waiter's answer
                 waiter.future.set_exception(exc)
                 continue
             if ready:

@@ -1,8 +1,8 @@
-from statefulmcp import component, tool
+from statefulmcp import Stateful, component, tool
 
 
 @component(stateful=True, key="room")
-class Lobby:
+class Lobby(Stateful):
     @tool
     async def say(self, text: str) -> str:
         return text

@@ -1,1 +1,1 @@
-import statefulmcp_no_such_module  # noqa: F401
+import statefulmcp_no_such_module  # type: ignore[import-not-found]  # noqa: F401

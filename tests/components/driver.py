@@ -3,12 +3,14 @@
 import asyncio
 import os
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from statefulmcp import Remote, background, component, tool
+from statefulmcp import Remote, Stateful, background, component, tool
 
 
 @component(stateful=True, durability="memory")
-class Driver:
+class Driver(Stateful):
     """Ticks at 1 kHz; records whether a tick ever ran inside a tool call or vice versa."""
 
     def __init__(self) -> None:
@@ -44,7 +46,7 @@ class Driver:
 
 
 @component(stateful=True, key="room", durability="memory")
-class Mailbox:
+class Mailbox(Stateful):
     """A long-poll: `wait_for` releases the turn until `n` messages are there."""
 
     def __init__(self) -> None:
@@ -70,7 +72,7 @@ class Mailbox:
 
 
 @component(stateful=True, durability="memory")
-class Flaky:
+class Flaky(Stateful):
     """A tick that fails twice, then works: it must be restarted and reported."""
 
     def __init__(self) -> None:
@@ -90,7 +92,7 @@ class Flaky:
 
 
 @component(stateful=True, durability="memory")
-class Slow:
+class Slow(Stateful):
     @tool(timeout=0.3)
     async def nap(self, seconds: float) -> str:
         await asyncio.sleep(seconds)
@@ -108,7 +110,9 @@ class Slow:
 
 
 @component(stateful=True, key="room", durability="memory", uses={"post": "mailbox_push", "me": "relay_echo"})
-class Relay:
+class Relay(Stateful):
+    post: Callable[..., Awaitable[Any]]  # given by `uses=`
+    me: Callable[..., Awaitable[Any]]
     """Calls another component's tool, and (wrongly) its own."""
 
     @tool
@@ -136,7 +140,11 @@ REMOTE_URL = os.environ.get("REMOTE_URL", "http://127.0.0.1:9/mcp")
         "remote_missing": Remote(REMOTE_URL, "no_such_tool"),
     },
 )
-class Caller:
+class Caller(Stateful):
+    remote_count: Callable[..., Awaitable[Any]]  # given by `uses=`
+    remote_nap: Callable[..., Awaitable[Any]]
+    remote_missing: Callable[..., Awaitable[Any]]
+
     @tool
     async def count_remote(self, text: str) -> int:
         return int(await self.remote_count(text=text))

@@ -1,8 +1,8 @@
-from statefulmcp import component, tool
+from statefulmcp import Stateful, component, tool
 
 
-@component(stateful=True, durability="durable")  # type: ignore[arg-type]
-class Typo:
+@component(stateful=True, durability="durable")  # type: ignore[call-overload]
+class Typo(Stateful):
     @tool
     async def get(self) -> int:
         return 0

@@ -1,8 +1,8 @@
-from statefulmcp import background, component, tool
+from statefulmcp import Stateful, background, component, tool
 
 
 @component(stateful=True)
-class Spinner:
+class Spinner(Stateful):
     @background(every=float("nan"))
     async def spin(self) -> None:
         pass

@@ -1,8 +1,8 @@
-from statefulmcp import component, tool
+from statefulmcp import Stateful, component, tool
 
 
 @component
-class Impatient:
+class Impatient(Stateful):
     @tool(timeout=-1)
     async def get(self) -> int:
         return 0

@@ -1,10 +1,10 @@
 """A long-poll that writes when it times out (the pattern the docs describe), with and without handles."""
 
-from statefulmcp import component, tool
+from statefulmcp import Stateful, component, tool
 
 
 @component(stateful=True)
-class Poll:
+class Poll(Stateful):
     @tool
     async def wait_then_write(self) -> int:
         try:
@@ -25,7 +25,7 @@ class Poll:
 
 
 @component(stateful=True, key="session", handles=True)
-class Conversation:
+class Conversation(Stateful):
     @tool
     async def wait_then_write(self, session: str) -> int:
         try:

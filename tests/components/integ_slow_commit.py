@@ -1,8 +1,8 @@
-from statefulmcp import component, tool
+from statefulmcp import Stateful, component, tool
 
 
 @component(stateful=True)
-class Saver:
+class Saver(Stateful):
     @tool(timeout=1)
     async def save(self, n: int) -> int:
         self.state["n"] = n

@@ -2,11 +2,13 @@
 
 import asyncio
 
-from statefulmcp import component, tool
+from statefulmcp import Stateful, component, tool
 
 
 @component(stateful=True, key="account")
-class Ledger:
+class Ledger(Stateful):
+    balance: int
+
     async def on_activate(self) -> None:
         self.balance = self.state.get("balance", 0)
 
@@ -52,7 +54,9 @@ class Ledger:
 
 
 @component(stateful=True, key="sensor", activate="eager")
-class Sensor:
+class Sensor(Stateful):
+    balance: int
+
     async def on_activate(self) -> None:
         await asyncio.sleep(1.0)  # slow recovery: /ready must wait for it
         self.readings = list(self.state.get("readings", []))

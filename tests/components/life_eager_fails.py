@@ -1,10 +1,10 @@
 """A singleton whose eager activation fails: the server must refuse to start, in one line."""
 
-from statefulmcp import component, tool
+from statefulmcp import Stateful, component, tool
 
 
 @component(stateful=True, activate="eager")
-class Fragile:
+class Fragile(Stateful):
     async def on_activate(self) -> None:
         raise ConnectionError("device /dev/ttyUSB0 is not there")
 

@@ -2,11 +2,11 @@
 
 import time
 
-from statefulmcp import component, tool
+from statefulmcp import Stateful, component, tool
 
 
 @component(stateful=True, key="who")
-class Slow:
+class Slow(Stateful):
     @tool
     async def wait_forever(self, who: str) -> str:
         await self.wait_until(lambda: self.state.get("never", False), timeout=600)

@@ -2,11 +2,11 @@
 
 import asyncio
 
-from statefulmcp import component, tool
+from statefulmcp import Stateful, component, tool
 
 
 @component(stateful=True)
-class Tally:
+class Tally(Stateful):
     def __init__(self) -> None:
         self.value = 0
         self.inside = 0
@@ -52,7 +52,7 @@ class Tally:
 
 
 @component(stateful=True, key="room")
-class Room:
+class Room(Stateful):
     def __init__(self) -> None:
         self.messages: list[str] = []
 
@@ -63,7 +63,7 @@ class Room:
 
 
 @component
-class Fresh:
+class Fresh(Stateful):
     """Stateless: a new instance per call."""
 
     def __init__(self) -> None:

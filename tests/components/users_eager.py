@@ -1,10 +1,10 @@
 """An eager singleton with a tick, and a keyed component that knows its key on activation."""
 
-from statefulmcp import background, component, tool
+from statefulmcp import Stateful, background, component, tool
 
 
 @component(stateful=True, activate="eager", durability="memory")
-class Heart:
+class Heart(Stateful):
     async def on_activate(self) -> None:
         self.state["activated_as"] = repr(self.key)
 

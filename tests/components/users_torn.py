@@ -1,10 +1,10 @@
 """A tool that returns its own live list while a fast tick appends to it (torn-reply bait)."""
 
-from statefulmcp import background, component, tool
+from statefulmcp import Stateful, background, component, tool
 
 
 @component(stateful=True, durability="memory")
-class Growing:
+class Growing(Stateful):
     def __init__(self) -> None:
         self.items: list[int] = []
 

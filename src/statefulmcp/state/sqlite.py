@@ -228,16 +228,20 @@ class SqliteStore:
     def _read(db: sqlite3.Connection, job: _Job) -> tuple[_Job, Any, BaseException | None]:
         try:
             return job, job[0](db), None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - one job fails, the writer serves on
             return job, None, StoreError(f"could not read state: {type(exc).__name__}: {exc}")
 
-    def _write(self, db: sqlite3.Connection, jobs: list[_Job]) -> list[tuple[_Job, Any, BaseException | None]]:
+    def _write(
+        self, db: sqlite3.Connection, jobs: list[_Job]
+    ) -> list[tuple[_Job, Any, BaseException | None]]:
         """Commit `jobs` together; if that fails, one by one, so only the guilty job fails."""
         try:
             return [(job, out, None) for job, out in zip(jobs, self._transaction(db, jobs), strict=True)]
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - one job fails, the writer serves on
             if len(jobs) == 1:
-                error = StoreError(f"could not commit state to {self.path}: {_cause(exc)}; nothing of this turn was written")
+                error = StoreError(
+                    f"could not commit state to {self.path}: {_cause(exc)}; nothing of this turn was written"
+                )
                 log.error("%s", error)
                 return [(jobs[0], None, error)]
         return [item for job in jobs for item in self._write(db, [job])]

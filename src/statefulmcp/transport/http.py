@@ -134,7 +134,9 @@ def bind(host: str, port: int) -> socket.socket:
         sock.close()
         shown = f"[{host}]" if ":" in host else host
         if exc.errno == errno.EADDRINUSE:
-            raise AddressInUse(f"{shown}:{port} is in use; stop the other server or pick another --http port") from None
+            raise AddressInUse(
+                f"{shown}:{port} is in use; stop the other server or pick another --http port"
+            ) from None
         raise AddressInUse(f"cannot listen on {shown}:{port}: {exc.strerror}") from None
     sock.listen(2048)
     sock.setblocking(False)
@@ -147,9 +149,7 @@ def url_of(sock: socket.socket) -> str:
     return f"http://{shown}:{bound[1]}/mcp"
 
 
-def http_server(
-    app: Starlette, *, log_level: str, on_stop: Callable[[], Awaitable[None]]
-) -> _Server:
+def http_server(app: Starlette, *, log_level: str, on_stop: Callable[[], Awaitable[None]]) -> _Server:
     """uvicorn for `app`, draining through `on_stop` before it stops listening."""
     config = uvicorn.Config(
         app,

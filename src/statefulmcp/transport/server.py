@@ -44,6 +44,7 @@ log = logging.getLogger("statefulmcp.transport")
 HEARTBEAT_SECONDS = 2.0
 """How often a call whose client sent a progress token hears that it is still running."""
 
+
 class _Server(Server[Any]):
     """The SDK server, advertising `tools.listChanged` to handshake-era clients too."""
 
@@ -135,7 +136,7 @@ class McpFrontend:
         for connection in list(self._connections):
             try:
                 await connection.send_tool_list_changed()
-            except Exception as exc:  # a client that went away must not stop the others
+            except Exception as exc:  # a client that went away must not stop the others  # noqa: BLE001 - best effort; the call goes on
                 log.debug("could not notify a session of the tool change: %s", exc)
                 self._connections.discard(connection)
 
@@ -147,7 +148,9 @@ class McpFrontend:
         name = params.name
         arguments = params.arguments or {}
         if self.host.entry(name) is None:
-            raise MCPError(INVALID_PARAMS, f"unknown tool {name!r}; call tools/list to see what this server offers")
+            raise MCPError(
+                INVALID_PARAMS, f"unknown tool {name!r}; call tools/list to see what this server offers"
+            )
         if _wants_progress(ctx):
             return await self._call_with_heartbeat(ctx, name, arguments)
         return await self.host.call_result(name, arguments)
@@ -172,7 +175,7 @@ class McpFrontend:
                     await ctx.session.report_progress(
                         elapsed, None, f"{name}: still running after {elapsed:.0f} s"
                     )
-                except Exception as exc:  # progress is best effort; the call goes on
+                except Exception as exc:  # progress is best effort; the call goes on  # noqa: BLE001 - best effort; the call goes on
                     log.debug("progress notification failed: %s", exc)
         finally:
             if not call.done():

@@ -2,11 +2,11 @@
 
 import base  # type: ignore[import-not-found]
 
-from statefulmcp import component, tool
+from statefulmcp import Stateful, component, tool
 
 
 @component
-class User:
+class User(Stateful):
     @tool
     async def note(self) -> int:
         base.SEEN.append("x")
