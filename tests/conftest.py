@@ -28,6 +28,24 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _compile_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One compile cache per test run, in a temporary directory, never the user's `$HOME`.
+
+    Shared by the xdist workers of a run (their temporary roots have one parent), and handed to
+    every server process the tests start through the environment.
+    """
+    root = tmp_path_factory.getbasetemp()
+    shared = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    previous = os.environ.get("STATEFULMCP_CACHE_DIR")
+    os.environ["STATEFULMCP_CACHE_DIR"] = str(shared / "statefulmcp-cache")
+    yield
+    if previous is None:
+        os.environ.pop("STATEFULMCP_CACHE_DIR", None)
+    else:
+        os.environ["STATEFULMCP_CACHE_DIR"] = previous
+
+
 @dataclass
 class ServerProcess:
     """A `statefulmcp serve` child process listening on a free port."""

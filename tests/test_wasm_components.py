@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -357,3 +358,20 @@ def test_compiled_components_are_cached_and_a_corrupt_entry_is_recompiled(
     spec = component(tmp_path, "counter")
     assert call(spec, spec.new_instance(), "add", session="s", n=1) == {"result": 1}
     assert entry.stat().st_mtime_ns != stamp
+
+
+def test_the_epoch_ticker_runs_only_while_calls_do_and_then_ends(tmp_path: Path) -> None:
+    from statefulmcp.wasm import engine as wasm_engine
+
+    counter = component(tmp_path, "counter", stateful=True, key="session")
+    instance = counter.new_instance()
+    assert call(counter, instance, "add", session="a", n=1) == {"result": 1}
+    ticker = wasm_engine.ticker
+    for thread in [t for t in threading.enumerate() if t.name == "statefulmcp-wasm-epoch"]:
+        thread.join(wasm_engine.LINGER_SECONDS + 10)  # it ends by itself once no call runs
+    assert not [t for t in threading.enumerate() if t.name == "statefulmcp-wasm-epoch"]
+    ticks = ticker.ticks
+    assert call(counter, instance, "add", session="a", n=1) == {"result": 2}  # and comes back
+    for thread in [t for t in threading.enumerate() if t.name == "statefulmcp-wasm-epoch"]:
+        thread.join(wasm_engine.LINGER_SECONDS + 10)
+    assert ticker.ticks - ticks < (wasm_engine.LINGER_SECONDS + 10) / wasm_engine.TICK_SECONDS

@@ -110,6 +110,8 @@ class ComponentSpec:
     close_instance: Callable[[Any], None] | None = None
     binds_context: bool = False
     """True for Python classes: the host gives each instance `self.state` and `self.wait_until`."""
+    sandboxed: bool = False
+    """True for WebAssembly: its calls run on threads of their own, which user sync code cannot fill."""
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])

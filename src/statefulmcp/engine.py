@@ -18,6 +18,7 @@ import contextlib
 import contextvars
 import heapq
 import logging
+import os
 import sys
 import threading
 import time
@@ -88,6 +89,10 @@ class Engine:
         )
         self.workers = workers
         self.loop.set_default_executor(self.pool)
+        # WebAssembly calls have deadlines and always return; they get threads user code cannot take.
+        self.wasm_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(4, 2 * (os.cpu_count() or 1)), thread_name_prefix="statefulmcp-wasm"
+        )
         self.clock = _Clock()
         self.deadlines = Deadlines()
         self.watchdog = _Watchdog(self, stall_seconds)
@@ -112,6 +117,7 @@ class Engine:
         """Cancel and await whatever still runs on the engine loop, then stop every thread."""
         self.watchdog.stop()
         self.clock.stop()
+        self.wasm_pool.shutdown(wait=False, cancel_futures=True)
         if not self._thread.is_alive():
             self.pool.shutdown(wait=False, cancel_futures=True)
             return

@@ -176,7 +176,8 @@ class LiveComponent:
         try:
             if is_async:
                 return await fn()
-            return await self.slots.run(fn, self.engine.pool, hold=hold)
+            pool = self.engine.wasm_pool if self.spec.sandboxed else self.engine.pool
+            return await self.slots.run(fn, pool, hold=hold)
         except (SystemExit, KeyboardInterrupt) as exc:
             raise ToolCallError(
                 f"{self.name}: user code raised {type(exc).__name__}({exc}); that would stop a program, so "

@@ -4,26 +4,31 @@ One `Engine` per distinct setting (fuel metering on or off) serves every compone
 thread-safe, and compiled code is only valid for the engine settings it was compiled with, so
 the settings are also part of the compile-cache key.
 
-Deadlines use epoch interruption: a daemon thread bumps every engine's epoch each `TICK_SECONDS`,
+Deadlines use epoch interruption: a ticker thread bumps every engine's epoch each `TICK_SECONDS`,
 and each call arms its store to trap after `ceil(deadline / TICK_SECONDS)` ticks. This costs a
-load and a compare per loop back-edge, unlike fuel, and is always on. The ticker belongs to this
-module: it starts with the first engine and lives as long as the process, sleeping between ticks.
+load and a compare per loop back-edge, unlike fuel, and is always on. The ticker only runs while
+some wasm call does (`running()` brackets each call): an idle server with wasm components loaded
+never wakes for it, and the thread ends `LINGER_SECONDS` after the last call, so nothing of it
+remains once calls stop (epochs that do not advance cannot trap anyone).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import math
 import threading
 import time
+from collections.abc import Iterator
 
 import wasmtime
 
 TICK_SECONDS = 0.01
+LINGER_SECONDS = 1.0
+"""How long the ticker stays after the last call, so a stream of calls does not restart it each time."""
 
 _lock = threading.Lock()
 _engines: dict[bool, wasmtime.Engine] = {}
-_ticker: threading.Thread | None = None
 
 
 def settings(fuel: bool) -> str:
@@ -33,7 +38,6 @@ def settings(fuel: bool) -> str:
 
 def engine(fuel: bool) -> wasmtime.Engine:
     """The process-wide engine with epoch interruption, and fuel metering when `fuel`."""
-    global _ticker
     with _lock:
         found = _engines.get(fuel)
         if found is None:
@@ -41,9 +45,6 @@ def engine(fuel: bool) -> wasmtime.Engine:
             config.epoch_interruption = True
             config.consume_fuel = fuel
             found = _engines[fuel] = wasmtime.Engine(config)
-        if _ticker is None:
-            _ticker = threading.Thread(target=_tick, name="statefulmcp-wasm-epoch", daemon=True)
-            _ticker.start()
         return found
 
 
@@ -52,10 +53,41 @@ def deadline_ticks(seconds: float) -> int:
     return max(1, math.ceil(seconds / TICK_SECONDS))
 
 
-def _tick() -> None:
-    while True:
-        time.sleep(TICK_SECONDS)
-        with _lock:
-            engines = list(_engines.values())
-        for each in engines:
-            each.increment_epoch()
+class _Ticker:
+    """Advances the engines' epochs while calls run; parks, then ends, when none do."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._calls = 0
+        self._thread: threading.Thread | None = None
+        self.ticks = 0
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        with self._cond:
+            self._calls += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="statefulmcp-wasm-epoch", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._calls -= 1
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._calls and not self._cond.wait_for(lambda: self._calls > 0, LINGER_SECONDS):
+                    self._thread = None
+                    return
+            time.sleep(TICK_SECONDS)
+            self.ticks += 1
+            with _lock:
+                engines = list(_engines.values())
+            for each in engines:
+                each.increment_epoch()
+
+
+ticker = _Ticker()

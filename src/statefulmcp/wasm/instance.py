@@ -92,7 +92,8 @@ class WasmInstance:
             store = _store(self._blueprint, self._stderr)
             self._arm(store)
             try:
-                self._instance = self._blueprint.linker.instantiate(store, self._blueprint.component)
+                with engines.ticker.running():
+                    self._instance = self._blueprint.linker.instantiate(store, self._blueprint.component)
             except wasmtime.WasmtimeError as exc:
                 raise InstanceLost(self._lost_message(exc, starting=True)) from None
             self._store = store
@@ -108,7 +109,8 @@ class WasmInstance:
             self._funcs[export] = func
         self._arm(store)
         try:
-            return func(store, *args)
+            with engines.ticker.running():
+                return func(store, *args)
         except wasmtime.WasmtimeError as exc:
             log.warning("wasm component %r trapped in %s: %s", self._blueprint.name, export, exc)
             raise InstanceLost(self._lost_message(exc, starting=False)) from None

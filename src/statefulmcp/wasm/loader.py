@@ -242,6 +242,7 @@ def load_wasm(path: Path, options: LoadOptions | None = None) -> ComponentSpec:
         handles=handles,
         durability="memory",
         details={"kind": "wasm", **policy.describe()},
+        sandboxed=True,
     )
 
 
