@@ -157,14 +157,6 @@ class Engine:
                     box = self._replies[loop] = _Mailbox(loop)
         return box
 
-    def post(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run `fn(*args)` on the engine loop soon; callable from any thread."""
-        self._inbox.post(fn, *args)
-
-    def post_to(self, loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
-        """Run `fn(*args)` on `loop` soon, batched with other replies to that loop."""
-        self._reply_box(loop).post(fn, *args)
-
     async def run(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run the coroutine `make()` as a task on the engine loop and await its result here.
 
@@ -226,7 +218,6 @@ class _Watchdog:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="statefulmcp-watchdog", daemon=True)
         self._reported = False
-        self.stalls = 0
 
     def start(self) -> None:
         self._thread.start()
@@ -261,7 +252,6 @@ class _Watchdog:
                 self._reported = False
             elif not self._reported:
                 self._reported = True
-                self.stalls += 1
                 self._report()
 
     def _report(self) -> None:
