@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import client, procs, stats
-from statefulmcp import Host, Stateful, component, tool
+from statefulmcp import Host, Stateful, background, component, tool
 
 COMPONENTS = Path(__file__).parent / "components"
 
@@ -39,6 +39,54 @@ class LongPoll(Stateful):
         self.value += 1
         self.bumped_at = time.perf_counter()
         return self.value
+
+
+@component(stateful=True, durability="turn")
+class DurableTick(Stateful):
+    """A 1 kHz tick writing a small durable value."""
+
+    @background(every=0.001)
+    async def tick(self) -> None:
+        self.state["n"] = self.state.get("n", 0) + 1
+
+    @tool
+    async def n(self) -> int:
+        return int(self.state.get("n", 0))
+
+
+@component(stateful=True, durability="turn")
+class DurableWindow(Stateful):
+    """A 1 kHz tick writing a 1,000-price window (about 18 KB of JSON per tick)."""
+
+    @background(every=0.001)
+    async def tick(self) -> None:
+        window = [*self.state.get("window", []), 100.0 + len(self.state.get("window", [])) % 7][-1000:]
+        self.state["window"] = window
+
+    @tool
+    async def n(self) -> int:
+        return len(self.state.get("window", []))
+
+
+async def _durable_ticks(work: Path, cls: type, sync: str, seconds: float) -> dict[str, Any]:
+    """Ticks per second of a durable 1 kHz tick, in-process on a real SQLite file."""
+    name = "durable_tick" if cls is DurableTick else "durable_window"
+    async with Host(state=work / f"{name}-{sync}.db", sync=sync) as host:  # type: ignore[arg-type]
+        await host.load(cls)
+        await host.call(f"{name}_n")  # activates the instance, which starts the tick
+
+        def ticks() -> dict[str, Any]:
+            found: dict[str, Any] = host.list()[0].details["background"]["tick"]
+            return found
+
+        before, t0 = ticks(), time.perf_counter()
+        await asyncio.sleep(seconds)
+        after, elapsed = ticks(), time.perf_counter() - t0
+    return {
+        "ticks_per_s": (after["ticks"] - before["ticks"]) / elapsed,
+        "skipped": after["skipped"] - before["skipped"],
+        "lateness_us": after["lateness_us"],
+    }
 
 
 async def _tick_stats(url: str) -> dict[str, Any] | None:
@@ -103,6 +151,14 @@ async def run(quick: bool) -> dict[str, Any]:
         out["lateness"] = {"available": False, "reason": "no background tick statistics in list_components"}
     else:
         out["lateness"] = {"available": True, "idle": idle, "200 calls/s": loaded}
+    durable: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-ticks-") as tmp:
+        for cls, label in ((DurableTick, "small value"), (DurableWindow, "1,000-price window")):
+            for sync in ("os", "process"):
+                durable[f"{label}, durability {sync}"] = await _durable_ticks(
+                    Path(tmp), cls, sync, seconds / 2
+                )
+    out["durable_ticks"] = durable
     found = await _wakeups(wakes)
     out["wakeup"] = {"available": True, **stats.summary(found)}
     samples: dict[str, dict[str, list[float]]] = {"wakeup": {"long-poll wake-up": found}}
@@ -117,6 +173,14 @@ async def run(quick: bool) -> dict[str, Any]:
                     "met": p99 is not None and p99 <= limit,
                 }
             )
+    small = durable["small value, durability os"]["ticks_per_s"]
+    targets.append(
+        {
+            "target": "durable 1 kHz tick (small value, durability os) >= 990 ticks/s",
+            "value": f"{small:.0f} ticks/s",
+            "met": small >= 990,
+        }
+    )
     if out["wakeup"]["available"]:
         p50 = out["wakeup"]["p50_us"]
         targets.append(

@@ -230,6 +230,24 @@ def _background(res: dict[str, Any]) -> list[Table]:
         if errors:
             t.note = "Ticks failed; the host's last recorded error: " + "; ".join(errors)
         tables.append(t)
+    durable = res.get("durable_ticks")
+    if durable:
+        tables.append(
+            Table(
+                "Durable 1 kHz ticks, in-process on a real SQLite file (each tick's commit pipelined)",
+                ["tick writes", "ticks/s", "skipped", "lateness p50", "p99"],
+                [
+                    [
+                        label,
+                        f"{row['ticks_per_s']:.0f}",
+                        f"{row['skipped']:,}",
+                        us(row["lateness_us"].get("p50")),
+                        us(row["lateness_us"].get("p99")),
+                    ]
+                    for label, row in durable.items()
+                ],
+            )
+        )
     wake = res["wakeup"]
     if not wake.get("available"):
         tables.append(Table("Long-poll wake-up", ["status"], [[f"not available: {wake.get('reason')}"]]))
