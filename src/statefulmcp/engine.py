@@ -96,6 +96,7 @@ class Engine:
         self.clock = _Clock()
         self.deadlines = Deadlines()
         self.watchdog = _Watchdog(self, stall_seconds)
+        self._stopped = True
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -103,6 +104,7 @@ class Engine:
 
     def start(self) -> None:
         self._thread.start()
+        self._stopped = False
         self.watchdog.start()
 
     def on_engine(self) -> bool:
@@ -115,6 +117,7 @@ class Engine:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Cancel and await whatever still runs on the engine loop, then stop every thread."""
+        self._stopped = True
         self.watchdog.stop()
         self.clock.stop()
         self.wasm_pool.shutdown(wait=False, cancel_futures=True)
@@ -163,9 +166,9 @@ class Engine:
         Cancelling the awaiting caller cancels the engine task, so a client that gives up does
         not leave work running on its behalf.
         """
-        if self.on_engine():
+        if threading.get_ident() == self._thread.ident:
             return await make()
-        if not self._thread.is_alive():
+        if self._stopped:
             raise RuntimeError("the engine is not running")
         caller = asyncio.get_running_loop()
         result: asyncio.Future[T] = caller.create_future()
@@ -450,3 +453,26 @@ async def hold_until_done(future: asyncio.Future[T]) -> T:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.shield(future)
         raise
+
+
+async def outcome(future: asyncio.Future[Any]) -> Any:
+    """Await `future` to its end even if cancelled meanwhile; its result is the caller's answer.
+
+    Used where work handed off (a commit) cannot be called back: reporting "cancelled" while
+    the commit lands would make the caller and the disk disagree.
+    """
+    cancels = 0
+    try:
+        while not future.done():
+            try:
+                await asyncio.shield(future)
+            except asyncio.CancelledError:
+                if future.cancelled():
+                    raise
+                cancels += 1
+        return future.result()
+    finally:
+        task = asyncio.current_task()
+        if task is not None and cancels:
+            for _ in range(cancels):
+                task.uncancel()

@@ -478,7 +478,6 @@ class Host:
         # already counted, and must be able to finish while draining.
         if self.engine.on_engine():
             return await self._guarded(name, entry, arguments, finish)
-        self._require_open()
         task = asyncio.current_task()
         assert task is not None
         self._calls.add(task)
@@ -516,14 +515,16 @@ class Host:
 
         Raises `ToolCallError` on failure.
         """
-        self._require_open(draining_ok=self.engine.on_engine())
+        if self._life is not _Life.OPEN:
+            self._require_open(draining_ok=self.engine.on_engine())
         entry, validated = self._resolve(name, arguments)
         return await self._run(name, entry, validated, copy.deepcopy)
 
     async def call_result(self, name: str, arguments: dict[str, Any] | None = None) -> CallToolResult:
         """Call a tool and return the MCP result; failures become `isError` results, never raise."""
         try:
-            self._require_open()
+            if self._life is not _Life.OPEN:
+                self._require_open()
             entry, validated = self._resolve(name, arguments)
             result: CallToolResult = await self._run(name, entry, validated, entry.spec.to_result)
             return result

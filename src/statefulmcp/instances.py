@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from statefulmcp._errors import ActivationError, InstanceLost, StatefulMCPError, StoreError, ToolCallError
+from statefulmcp.engine import outcome
 from statefulmcp.state import Change
 from statefulmcp.state.view import StateView
 
@@ -144,6 +145,10 @@ class Instance:
             except InstanceLost:
                 self.owner.drop(self, "lost")
                 raise
+            except (SystemExit, KeyboardInterrupt) as exc:
+                if self.holder is asyncio.current_task():
+                    self.view.rollback()
+                raise exit_error(self.owner.name, exc) from None
             except BaseException:
                 # A call cancelled while parked in wait_until does not hold the turn: the writes
                 # in the view then belong to whichever turn does, and are not ours to undo.
@@ -170,8 +175,10 @@ class Instance:
 
     def _refuse_cycle(self, me: asyncio.Task[Any]) -> None:
         """Refuse a wait that would close a cycle: me -> this -> its holder -> ... -> me."""
+        if self.holder is None:
+            return
         chain = [self]
-        task = self.holder
+        task: asyncio.Task[Any] | None = self.holder
         while task is not None and len(chain) < 1000:
             if task is me:
                 path = " -> ".join(i.label for i in chain)
@@ -207,7 +214,8 @@ class Instance:
         """Make the turn's writes durable (or wait for earlier pipelined ones) before the reply."""
         view = self.view
         if not view.dirty:
-            await self.gate()
+            if self.pending is not None:
+                await self.gate()
             return
         if self.dropped is not None or self.holder is not asyncio.current_task():
             if self.holder is asyncio.current_task():
@@ -225,18 +233,19 @@ class Instance:
         except BaseException:
             view.rollback()
             raise
-        future = asyncio.ensure_future(store.commit([Change(self.owner.name, self.store_key, names)]))
+        commit = store.commit([Change(self.owner.name, self.store_key, names)])
         if pipeline:
             view.accept()
-            self._pipeline(future)
+            self._pipeline(asyncio.ensure_future(commit))
             return
         try:
-            await _outcome(future)
+            await commit  # cancellation-safe: it returns the commit's outcome (see `Store.commit`)
         except BaseException:
             view.rollback()
             raise
         view.accept()
-        await self.gate()
+        if self.pending is not None:
+            await self.gate()
 
     def _pipeline(self, future: asyncio.Future[None]) -> None:
         """Chain a tick's in-flight commit after the earlier ones; a failure drops the instance.
@@ -271,7 +280,7 @@ class Instance:
         if pending is None:
             return
         try:
-            await _outcome(pending)
+            await outcome(pending)
         except StatefulMCPError as exc:
             raise StoreError(
                 f"a background write of {self.label} could not be made durable ({exc}); this reply "
@@ -385,27 +394,15 @@ class Instance:
         owner.start_background(self)
 
 
-async def _outcome(future: asyncio.Future[Any]) -> Any:
-    """Await `future` to its end even if cancelled meanwhile; its result is the caller's answer.
+def exit_error(component: str, exc: BaseException) -> ToolCallError:
+    """The error for user code raising `SystemExit` or `KeyboardInterrupt` (argparse in a tool does).
 
-    Used where work handed off (a commit) cannot be called back: reporting "cancelled" while
-    the commit lands would make the caller and the disk disagree.
+    Left alone, either would stop the engine thread or the transport; it fails that call only.
     """
-    cancels = 0
-    try:
-        while not future.done():
-            try:
-                await asyncio.shield(future)
-            except asyncio.CancelledError:
-                if future.cancelled():
-                    raise
-                cancels += 1
-        return future.result()
-    finally:
-        task = asyncio.current_task()
-        if task is not None and cancels:
-            for _ in range(cancels):
-                task.uncancel()
+    return ToolCallError(
+        f"{component}: user code raised {type(exc).__name__}({exc}); that would stop a program, so "
+        "this call failed instead. Raise an ordinary exception to report an error"
+    )
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from statefulmcp._errors import ToolCallError
@@ -20,7 +20,7 @@ from statefulmcp.background import Background, LoopStats
 from statefulmcp.components import ComponentSpec, ToolSpec
 from statefulmcp.engine import Engine, SyncSlots
 from statefulmcp.handles import Handles
-from statefulmcp.instances import Instance, Stale
+from statefulmcp.instances import Instance, Stale, exit_error
 from statefulmcp.state import Store
 from statefulmcp.state.view import NoState
 
@@ -126,16 +126,25 @@ class LiveComponent:
             if instance is None:
                 instance = self.instances[key] = Instance(self, key)
 
-            async def body(instance: Instance = instance) -> Any:
-                return await self.invoke(tool, instance.obj, arguments)
-
             try:
-                return await instance.turn(body, finish)
+                return await instance.turn(self._body(tool, instance, arguments), finish)
             except Stale:
                 if self.closed:
                     raise self._unloaded() from None
                 if self.instances.get(key) is instance:
                     raise ToolCallError(f"{instance.label} is being deactivated; retry the call") from None
+
+    def _body(
+        self, tool: ToolSpec, instance: Instance, arguments: dict[str, Any]
+    ) -> Callable[[], Awaitable[Any]]:
+        """The turn's body, with no coroutine layer of ours between the turn and the tool.
+
+        `SystemExit` and `KeyboardInterrupt` raised in it are turned into errors by the turn.
+        """
+        if tool.is_async:
+            return lambda: tool.call(instance.obj, arguments)
+        pool = self.engine.wasm_pool if self.spec.sandboxed else self.engine.pool
+        return lambda: self.slots.run(functools.partial(tool.call, instance.obj, arguments), pool)
 
     def _unloaded(self) -> ToolCallError:
         return ToolCallError(f"component {self.name!r} was unloaded; list the tools again")
@@ -179,10 +188,7 @@ class LiveComponent:
             pool = self.engine.wasm_pool if self.spec.sandboxed else self.engine.pool
             return await self.slots.run(fn, pool, hold=hold)
         except (SystemExit, KeyboardInterrupt) as exc:
-            raise ToolCallError(
-                f"{self.name}: user code raised {type(exc).__name__}({exc}); that would stop a program, so "
-                "this call failed instead. Raise an ordinary exception to report an error"
-            ) from None
+            raise exit_error(self.name, exc) from None
 
     # -- objects and activation -----------------------------------------------------------------
 

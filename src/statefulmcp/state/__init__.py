@@ -47,7 +47,12 @@ class Store(Protocol):
         ...
 
     async def commit(self, changes: list[Change]) -> None:
-        """Make `changes` durable atomically; returns only once they are. Raises `StoreError`."""
+        """Make `changes` durable atomically; returns only once they are. Raises `StoreError`.
+
+        Cancellation-safe: once called, the commit's outcome is the answer. A cancellation that
+        arrives meanwhile waits for it (and is then withdrawn), so the caller never hears
+        "cancelled" about a commit that landed.
+        """
         ...
 
     async def keys(self, component: str) -> list[str]:

@@ -70,6 +70,7 @@ class SqliteStore:
         self._pending = 0  # jobs submitted and not yet answered; inline only when none are
         self._pending_lock = threading.Lock()
         self._recent: deque[float] = deque(maxlen=8)
+        self._batch: list[tuple[_Commit, asyncio.AbstractEventLoop, asyncio.Future[Any]]] = []
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="statefulmcp-store", daemon=True)
         self._thread.start()
@@ -270,6 +271,8 @@ class SqliteStore:
     async def _submit(self, work: Callable[[sqlite3.Connection], Any], *, write: bool) -> Any:
         if self._broken is not None and not self._thread.is_alive():
             raise StoreError(self._broken)
+        if self._batch:
+            self._flush()  # commits gathered earlier go first: a read must see them
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         with self._pending_lock:
@@ -277,13 +280,27 @@ class SqliteStore:
         self._jobs.put((work, loop, future, write))
         return await future
 
-    def _commit_inline(self, commit: _Commit) -> bool:
-        """Commit on this thread if nothing is queued ahead and commits are fast; False if not.
+    def _flush(self) -> None:
+        """Send the commits gathered in this loop iteration: a lone one inline, several as a group.
 
-        Raises `StoreError` when the inline commit itself fails.
+        Turns that reach their commit in the same iteration of the engine loop are concurrent
+        callers: they go to the writer thread together (one fsync for all, while the engine runs
+        other turns). A lone commit, with nothing queued ahead, runs inline if commits are fast.
         """
+        batch, self._batch = self._batch, []
+        if len(batch) == 1 and self._commit_inline(*batch[0]):
+            return
+        for commit, loop, future in batch:
+            with self._pending_lock:
+                self._pending += 1
+            self._jobs.put((commit, loop, future, True))
+
+    def _commit_inline(
+        self, commit: _Commit, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]
+    ) -> bool:
+        """Commit on this thread if nothing is queued ahead and commits are fast; False if not."""
         if self._recent and max(self._recent) > INLINE_COMMIT_SECONDS:
-            self._recent.append(0.0)  # decay: try inline again after a few fast commits elsewhere
+            self._recent.append(0.0)  # decay: try inline again after a few commits on the writer
             return False
         if not self._db_lock.acquire(blocking=False):
             return False
@@ -291,12 +308,14 @@ class SqliteStore:
             with self._pending_lock:
                 if self._pending:
                     return False
-            job: _Job = (commit, asyncio.get_running_loop(), asyncio.get_running_loop().create_future(), True)
-            (_, _, error), *_ = self._write(self._db, [job])
+            ((_, _, error),) = self._write(self._db, [(commit, loop, future, True)])
         finally:
             self._db_lock.release()
-        if error is not None:
-            raise error
+        if not future.done():
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
         return True
 
     # -- the Store protocol -----------------------------------------------------------------
@@ -311,10 +330,29 @@ class SqliteStore:
         return dict(await self._submit(read, write=False))
 
     async def commit(self, changes: list[Change]) -> None:
-        commit = _Commit(changes)
-        if self._thread.is_alive() and self._commit_inline(commit):
-            return
-        await self._submit(commit, write=True)
+        if not self._thread.is_alive():
+            raise StoreError(self._broken or f"the store of {self.path} is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = _Handed(loop=loop)
+        if self._pending and not self._batch:
+            # The writer is busy: this commit joins its next group, with no detour.
+            with self._pending_lock:
+                self._pending += 1
+            self._jobs.put((_Commit(changes), loop, future, True))
+        else:
+            self._batch.append((_Commit(changes), loop, future))
+            if len(self._batch) == 1:
+                loop.call_soon(self._flush)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if not future.done():
+                raise
+            # Cancelled while the commit was in flight: its outcome is still the answer.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            future.result()
 
     async def delete_instance(self, component: str, key: str) -> None:
         """Forget one instance's state entirely (a closed handle)."""
@@ -342,6 +380,17 @@ class SqliteStore:
             self._jobs.put(None)
             self._thread.join()
         os.close(self._lock_file)
+
+
+class _Handed(asyncio.Future[Any]):
+    """The future of a commit handed to SQLite: it cannot be cancelled, only waited for.
+
+    A cancelled caller is woken when the commit ends, and learns its outcome (see
+    `SqliteStore.commit`), instead of hearing "cancelled" about a commit that then lands.
+    """
+
+    def cancel(self, msg: Any = None) -> bool:
+        return False
 
 
 class _Commit:
