@@ -64,8 +64,9 @@ async def test_a_long_poll_waits_while_other_calls_make_it_true(driver: ServerPr
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(waiter)
-            await anyio.sleep(0.3)
-            assert (await component_details(session, "mailbox"))["details"]["waiters"] == 1
+            with anyio.fail_after(20):
+                while (await component_details(session, "mailbox"))["details"]["waiters"] != 1:
+                    await anyio.sleep(0.02)
             # The waiting call does not hold the instance: these run and make the predicate true.
             assert value(await session.call_tool("mailbox_push", {"room": "lp", "item": "a"})) == 1
             assert value(await session.call_tool("mailbox_push", {"room": "lp", "item": "b"})) == 2
@@ -90,7 +91,9 @@ async def test_a_waiting_call_sends_progress_when_the_client_asked_for_it(driver
             heard.append(progress)
 
         async def push_later() -> None:
-            await anyio.sleep(2.6)
+            with anyio.fail_after(30):  # push once a heartbeat was heard, not after a guessed time
+                while not heard:
+                    await anyio.sleep(0.05)
             await session.call_tool("mailbox_push", {"room": "pg", "item": "done"})
 
         async with anyio.create_task_group() as tg:

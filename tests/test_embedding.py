@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,9 @@ def test_unsupported_state_urls_are_refused() -> None:
         store_path("redis://localhost")
 
 
+_writing = threading.Event()
+
+
 @component(stateful=True, durability="memory")
 class Board(Stateful):
     def __init__(self) -> None:
@@ -136,6 +140,7 @@ class Board(Stateful):
     @tool
     async def slow_write(self, value: int) -> int:
         self.state["v"] = value
+        _writing.set()
         await asyncio.sleep(0.3)
         return int(self.state["v"])
 
@@ -148,9 +153,10 @@ async def test_cancelling_a_parked_wait_never_undoes_another_turns_writes() -> N
     async with Host() as host:
         await host.load(Board)
         waiter = asyncio.create_task(host.call("board_wait_ready"))
-        await asyncio.sleep(0.1)
+        while host.list()[0].details["waiters"] != 1:
+            await asyncio.sleep(0.005)
         writer = asyncio.create_task(host.call("board_slow_write", {"value": 7}))
-        await asyncio.sleep(0.1)  # the writer now holds the turn, mid-body, with an uncommitted write
+        await asyncio.to_thread(_writing.wait, 30)  # the writer holds the turn, mid-body, uncommitted
         waiter.cancel()
         assert await writer == 7
         assert await host.call("board_read") == 7

@@ -4,6 +4,9 @@ import asyncio
 
 from statefulmcp import Stateful, component, tool
 
+STARTED: list[str] = []
+"""Accounts whose slow deposit has started (read through `probe_started`, a stateless tool)."""
+
 
 @component(stateful=True, key="account")
 class Ledger(Stateful):
@@ -40,6 +43,7 @@ class Ledger(Stateful):
 
     @tool
     async def slow_deposit(self, account: str, amount: int, seconds: float) -> int:
+        STARTED.append(account)
         await asyncio.sleep(seconds)
         self.balance += amount
         self.state["balance"] = self.balance
@@ -51,6 +55,13 @@ class Ledger(Stateful):
     @tool
     async def was_deactivated(self, account: str) -> bool:
         return bool(self.state.get("deactivated", False))
+
+
+@component
+class Probe:
+    @tool
+    async def started(self) -> int:
+        return len(STARTED)
 
 
 @component(stateful=True, key="sensor", activate="eager")

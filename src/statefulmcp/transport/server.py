@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from mcp.server import NotificationOptions, Server, ServerRequestContext
-from mcp.server._otel import OpenTelemetryMiddleware
 from mcp.server.connection import Connection
 from mcp.server.context import CallNext, HandlerResult
 from mcp.server.models import InitializationOptions
@@ -81,9 +80,9 @@ class McpFrontend:
             on_call_tool=self._call_tool,
             on_subscriptions_listen=ListenHandler(self.bus),
         )
-        self.server.middleware[:] = [
-            m for m in self.server.middleware if not isinstance(m, OpenTelemetryMiddleware)
-        ] + [self._track_sessions]
+        # The SDK's only default middleware is OpenTelemetry's ("drop it from this list to opt out",
+        # says `Server.__init__`); the public list is replaced rather than filtered by a private class.
+        self.server.middleware[:] = [self._track_sessions]
         host.on_tools_changed(self._tools_changed)
 
     # -- listing ----------------------------------------------------------------------------
