@@ -7,19 +7,17 @@ the settings are also part of the compile-cache key.
 Deadlines use epoch interruption: a ticker thread bumps every engine's epoch each `TICK_SECONDS`,
 and each call arms its store to trap after `ceil(deadline / TICK_SECONDS)` ticks. This costs a
 load and a compare per loop back-edge, unlike fuel, and is always on. The ticker only runs while
-some wasm call does (`running()` brackets each call): an idle server with wasm components loaded
-never wakes for it, and the thread ends `LINGER_SECONDS` after the last call, so nothing of it
-remains once calls stop (epochs that do not advance cannot trap anyone).
+some wasm call does (`enter()`/`leave()` bracket each call) and for `LINGER_SECONDS` after the
+last one, then ends: an idle server with wasm components loaded never wakes for it, and nothing
+of it remains once calls stop (epochs that do not advance cannot trap anyone).
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import math
 import threading
 import time
-from collections.abc import Iterator
 
 import wasmtime
 
@@ -54,40 +52,44 @@ def deadline_ticks(seconds: float) -> int:
 
 
 class _Ticker:
-    """Advances the engines' epochs while calls run; parks, then ends, when none do."""
+    """Advances the engines' epochs while calls run, and ends `LINGER_SECONDS` after the last one.
+
+    `enter()` / `leave()` bracket each call: a lock and a counter on the hot path. The thread
+    is started by the first call after it ended, and checks the counter at each tick, so a call
+    never has to wake it.
+    """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._calls = 0
+        self._last = 0.0
         self._thread: threading.Thread | None = None
         self.ticks = 0
 
-    @contextlib.contextmanager
-    def running(self) -> Iterator[None]:
-        with self._cond:
+    def enter(self) -> None:
+        with self._lock:
             self._calls += 1
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="statefulmcp-wasm-epoch", daemon=True)
                 self._thread.start()
-            self._cond.notify()
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._calls -= 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._calls -= 1
+            self._last = time.monotonic()
 
     def _run(self) -> None:
         while True:
-            with self._cond:
-                if not self._calls and not self._cond.wait_for(lambda: self._calls > 0, LINGER_SECONDS):
-                    self._thread = None
-                    return
             time.sleep(TICK_SECONDS)
             self.ticks += 1
             with _lock:
                 engines = list(_engines.values())
             for each in engines:
                 each.increment_epoch()
+            with self._lock:
+                if not self._calls and time.monotonic() - self._last > LINGER_SECONDS:
+                    self._thread = None
+                    return
 
 
 ticker = _Ticker()

@@ -91,11 +91,13 @@ class WasmInstance:
         if self._store is None or self._instance is None:
             store = _store(self._blueprint, self._stderr)
             self._arm(store)
+            engines.ticker.enter()
             try:
-                with engines.ticker.running():
-                    self._instance = self._blueprint.linker.instantiate(store, self._blueprint.component)
+                self._instance = self._blueprint.linker.instantiate(store, self._blueprint.component)
             except wasmtime.WasmtimeError as exc:
                 raise InstanceLost(self._lost_message(exc, starting=True)) from None
+            finally:
+                engines.ticker.leave()
             self._store = store
         return self._store, self._instance
 
@@ -108,12 +110,14 @@ class WasmInstance:
             assert func is not None, f"{export} is not a function export"
             self._funcs[export] = func
         self._arm(store)
+        engines.ticker.enter()
         try:
-            with engines.ticker.running():
-                return func(store, *args)
+            return func(store, *args)
         except wasmtime.WasmtimeError as exc:
             log.warning("wasm component %r trapped in %s: %s", self._blueprint.name, export, exc)
             raise InstanceLost(self._lost_message(exc, starting=False)) from None
+        finally:
+            engines.ticker.leave()
 
     def _arm(self, store: wasmtime.Store) -> None:
         limits = self._blueprint.policy.limits
