@@ -9,7 +9,7 @@ every load or unload, so the transport thread reads it without a lock while the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -33,7 +33,7 @@ class Entry(Protocol):
     @property
     def component(self) -> LiveComponent | None: ...
 
-    async def run(self, arguments: dict[str, Any], finish: Finish) -> Any:
+    def run(self, arguments: dict[str, Any], finish: Finish) -> Awaitable[Any]:
         """Run the tool with validated arguments; `finish` converts the value before it leaves."""
         ...
 
@@ -46,12 +46,12 @@ class ComponentTool:
     component: LiveComponent
     engine: Engine
 
-    async def run(self, arguments: dict[str, Any], finish: Finish) -> Any:
+    def run(self, arguments: dict[str, Any], finish: Finish) -> Awaitable[Any]:
         live = self.component
         if not live.spec.stateful and not self.spec.is_async:
             # A stateless sync body needs no instance and no engine: straight to a worker thread.
-            return await live.call_here(self.spec, arguments, finish)
-        return await self.engine.run(lambda: live.call(self.spec, arguments, finish))
+            return live.call_here(self.spec, arguments, finish)
+        return self.engine.run(lambda: live.call(self.spec, arguments, finish))
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,6 +76,14 @@ class ComponentInfo:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+_IMMUTABLE = (int, float, str, bool, bytes, type(None))
+
+
+def _private_copy(value: Any) -> Any:
+    """A copy of a tool's value that the instance cannot change any more (immutables as they are)."""
+    return value if type(value) in _IMMUTABLE else copy.deepcopy(value)
+
+
 class Host:
     """Loads components, owns the engine and the store, and runs calls.
 
@@ -421,7 +429,7 @@ class Host:
 
     def _outbound(self, component: str, alias: str, target: Any) -> Callable[..., Coroutine[Any, Any, Any]]:
         async def call(**arguments: Any) -> Any:
-            here = instances.current.get()
+            here = instances.current()
             if here is not None:
                 await here.gate()  # what this call sends may depend on writes not yet durable
             if isinstance(target, Remote):
@@ -476,31 +484,21 @@ class Host:
     async def _run(self, name: str, entry: Entry, arguments: dict[str, Any], finish: Finish) -> Any:
         # A call made from inside a turn (a component using another tool) is part of a call
         # already counted, and must be able to finish while draining.
-        if self.engine.on_engine():
-            return await self._guarded(name, entry, arguments, finish)
-        task = asyncio.current_task()
-        assert task is not None
-        self._calls.add(task)
+        task = None if self.engine.on_engine() else asyncio.current_task()
+        if task is not None:
+            self._calls.add(task)
         try:
-            return await self._guarded(name, entry, arguments, finish)
+            return await entry.run(arguments, finish)
+        except ToolCallError:
+            raise
         except asyncio.CancelledError:
-            if task not in self._cut:
+            if task is None or task not in self._cut:
                 raise
             task.uncancel()
             raise ToolCallError(
                 f"the server is shutting down; this call was cancelled after the {self._drain_timeout:g} s "
                 "drain timeout. Retry after it restarts"
             ) from None
-        finally:
-            self._calls.discard(task)
-            if not self._calls:
-                self._idle.set()
-
-    async def _guarded(self, name: str, entry: Entry, arguments: dict[str, Any], finish: Finish) -> Any:
-        try:
-            return await entry.run(arguments, finish)
-        except ToolCallError:
-            raise
         except StatefulMCPError as exc:
             # The host's own errors already say what happened and what to do.
             raise ToolCallError(str(exc)) from None
@@ -509,6 +507,11 @@ class Host:
             log.info("tool %s raised %s: %s", name, type(exc).__name__, exc)
             log.debug("traceback of tool %s", name, exc_info=exc)
             raise ToolCallError(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
+        finally:
+            if task is not None:
+                self._calls.discard(task)
+                if not self._calls:
+                    self._idle.set()
 
     async def call(self, name: str, arguments: dict[str, Any] | None = None) -> Any:
         """Call a tool in-process; returns a copy of what it returned, made inside its turn.
@@ -518,7 +521,7 @@ class Host:
         if self._life is not _Life.OPEN:
             self._require_open(draining_ok=self.engine.on_engine())
         entry, validated = self._resolve(name, arguments)
-        return await self._run(name, entry, validated, copy.deepcopy)
+        return await self._run(name, entry, validated, _private_copy)
 
     async def call_result(self, name: str, arguments: dict[str, Any] | None = None) -> CallToolResult:
         """Call a tool and return the MCP result; failures become `isError` results, never raise."""

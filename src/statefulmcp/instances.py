@@ -50,8 +50,11 @@ _held: contextvars.ContextVar[tuple[Instance, ...]] = contextvars.ContextVar("st
 # instance. With `Instance.holder` it closes the loop: task -> instance -> its holder -> ...
 _waiting: dict[asyncio.Task[Any], Instance] = {}
 
-# The instance whose turn the running code is in (for gating outbound calls on pipelined commits).
-current: contextvars.ContextVar[Instance | None] = contextvars.ContextVar("statefulmcp_current", default=None)
+
+def current() -> Instance | None:
+    """The instance whose turn the running code is in (to gate its outbound calls), if any."""
+    held = _held.get()
+    return held[-1] if held else None
 
 
 class Stale(Exception):
@@ -132,9 +135,8 @@ class Instance:
                 f"deadlock refused: this call would wait on its own instance ({chain} -> {self.label}); "
                 "an instance cannot call a tool of itself, directly or through a cycle"
             )
-        await self._acquire()
+        me = await self._acquire()
         token = _held.set((*held, self))
-        here = current.set(self)
         try:
             if self.dropped is not None or self.ending is not None:
                 raise Stale
@@ -152,17 +154,16 @@ class Instance:
             except BaseException:
                 # A call cancelled while parked in wait_until does not hold the turn: the writes
                 # in the view then belong to whichever turn does, and are not ours to undo.
-                if self.holder is asyncio.current_task():
+                if self.holder is me:
                     self.view.rollback()
                 raise
-            await self.commit(pipeline=pipeline)
+            await self.commit(pipeline=pipeline, task=me)
             return value
         finally:
-            current.reset(here)
             _held.reset(token)
-            self._release()
+            self._release(me)
 
-    async def _acquire(self) -> None:
+    async def _acquire(self) -> asyncio.Task[Any]:
         me = asyncio.current_task()
         assert me is not None
         self._refuse_cycle(me)
@@ -172,6 +173,7 @@ class Instance:
         finally:
             del _waiting[me]
         self.holder = me
+        return me
 
     def _refuse_cycle(self, me: asyncio.Task[Any]) -> None:
         """Refuse a wait that would close a cycle: me -> this -> its holder -> ... -> me."""
@@ -200,9 +202,9 @@ class Instance:
     def release_after_end(self) -> None:
         self._release()
 
-    def _release(self) -> None:
+    def _release(self, me: asyncio.Task[Any] | None = None) -> None:
         """End the current task's hold on the turn (if it has one) and wake satisfied waiters."""
-        if self.holder is not asyncio.current_task() or not self.lock.locked():
+        if self.holder is not (me or asyncio.current_task()) or not self.lock.locked():
             return
         self.holder = None
         self._wake()
@@ -210,15 +212,19 @@ class Instance:
 
     # -- commits ------------------------------------------------------------------------------
 
-    async def commit(self, *, pipeline: bool = False) -> None:
-        """Make the turn's writes durable (or wait for earlier pipelined ones) before the reply."""
+    async def commit(self, *, pipeline: bool = False, task: asyncio.Task[Any] | None = None) -> None:
+        """Make the turn's writes durable (or wait for earlier pipelined ones) before the reply.
+
+        `task` is the caller's own task when it already has it (saves a lookup on the hot path).
+        """
         view = self.view
         if not view.dirty:
             if self.pending is not None:
                 await self.gate()
             return
-        if self.dropped is not None or self.holder is not asyncio.current_task():
-            if self.holder is asyncio.current_task():
+        me = task or asyncio.current_task()
+        if self.dropped is not None or self.holder is not me:
+            if self.holder is me:
                 view.rollback()
             reason = self.dropped or self.ending or "released"
             raise ToolCallError(

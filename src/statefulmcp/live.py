@@ -69,7 +69,7 @@ class LiveComponent:
 
     async def call(self, tool: ToolSpec, arguments: dict[str, Any], finish: Callable[[Any], Any]) -> Any:
         """Route one validated call to its instance and run it as a turn, within its time limit."""
-        limit, source = self._limit(tool)
+        limit = self._limit(tool)
         if limit is None:
             return await self._call(tool, arguments, finish)
         deadlines = self.engine.deadlines
@@ -83,7 +83,7 @@ class LiveComponent:
             if current is not None:
                 current.uncancel()
             raise ToolCallError(
-                f"tool {self.name}_{tool.name} exceeded its time limit of {limit:g} s ({source}); "
+                f"tool {self.name}_{tool.name} exceeded its time limit of {limit:g} s ({self._source(tool)}); "
                 "it was cancelled"
             ) from None
         finally:
@@ -93,7 +93,7 @@ class LiveComponent:
         """A stateless call on the caller's own loop (sync bodies need no engine), within its limit."""
         if self.closed:
             raise self._unloaded()
-        limit, source = self._limit(tool)
+        limit = self._limit(tool)
         timer = asyncio.timeout(limit)
         try:
             async with timer:
@@ -102,18 +102,23 @@ class LiveComponent:
             if not timer.expired():
                 raise
             raise ToolCallError(
-                f"tool {self.name}_{tool.name} exceeded its time limit of {limit:g} s ({source}); "
+                f"tool {self.name}_{tool.name} exceeded its time limit of {limit:g} s ({self._source(tool)}); "
                 "its caller was answered and its worker thread ends when the body returns"
             ) from None
         return finish(value)
 
-    def _limit(self, tool: ToolSpec) -> tuple[float | None, str]:
+    def _limit(self, tool: ToolSpec) -> float | None:
         cap = self.max_call_seconds
         if tool.timeout is not None and (cap is None or tool.timeout <= cap):
-            return tool.timeout, f"@tool(timeout={tool.timeout:g})"
-        if cap is None:
-            return None, "no limit"
-        return cap, f"the server-wide limit, --max-call-seconds {cap:g} or Host(max_call_seconds={cap:g})"
+            return tool.timeout
+        return cap
+
+    def _source(self, tool: ToolSpec) -> str:
+        """Where the limit `_limit` chose was set, for the error (built only when one fires)."""
+        cap = self.max_call_seconds
+        if tool.timeout is not None and (cap is None or tool.timeout <= cap):
+            return f"@tool(timeout={tool.timeout:g})"
+        return f"the server-wide limit, --max-call-seconds {cap:g} or Host(max_call_seconds={cap:g})"
 
     async def _call(self, tool: ToolSpec, arguments: dict[str, Any], finish: Callable[[Any], Any]) -> Any:
         if self.closed:

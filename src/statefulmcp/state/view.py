@@ -55,7 +55,9 @@ class StateView(MutableMapping[str, Any]):
         return f"StateView({self._data!r})"
 
     def __setitem__(self, name: str, value: Any) -> None:
-        if not isinstance(name, str) or name.startswith("\x00") or not _encodable(name):
+        if name not in self._data and (
+            not isinstance(name, str) or name.startswith("\x00") or not _encodable(name)
+        ):
             raise StateValueError(
                 f"self.state keys are valid Unicode strings not starting with NUL, not {name!r}"
             )
