@@ -70,8 +70,10 @@ class SqliteStore:
         self._identity = self._stat()
         self._broken: str | None = None
         self._db_lock = threading.Lock()  # the connection, between the writer and inline commits
-        self._pending = 0  # jobs submitted and not yet answered; inline only when none are
-        self._pending_lock = threading.Lock()
+        # Jobs submitted (engine side) and served (writer side), each written by one thread only, so
+        # no lock: their difference is what is queued or running. Inline commits need it to be 0.
+        self._submitted = 0
+        self._served = 0
         self._recent: deque[float] = deque(maxlen=8)
         self._batch: list[tuple[_Commit, asyncio.AbstractEventLoop, asyncio.Future[Any]]] = []
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -179,8 +181,7 @@ class SqliteStore:
                 batch.append(more)
             with self._db_lock:
                 self._serve(db, batch)
-            with self._pending_lock:
-                self._pending -= len(batch)
+            self._served += len(batch)
         with contextlib.suppress(sqlite3.Error):  # leave a small WAL behind; not needed for safety
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         db.close()
@@ -292,8 +293,7 @@ class SqliteStore:
             self._flush()  # commits gathered earlier go first: a read must see them
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        with self._pending_lock:
-            self._pending += 1
+        self._submitted += 1
         self._jobs.put((work, loop, future, write))
         return await future
 
@@ -308,8 +308,7 @@ class SqliteStore:
         if len(batch) == 1 and self._commit_inline(*batch[0]):
             return
         for commit, loop, future in batch:
-            with self._pending_lock:
-                self._pending += 1
+            self._submitted += 1
             self._jobs.put((commit, loop, future, True))
 
     def _commit_inline(
@@ -322,9 +321,8 @@ class SqliteStore:
         if not self._db_lock.acquire(blocking=False):
             return False
         try:
-            with self._pending_lock:
-                if self._pending:
-                    return False
+            if self._submitted != self._served:
+                return False
             ((_, _, error),) = self._write(self._db, [(commit, loop, future, True)])
         finally:
             self._db_lock.release()
@@ -347,14 +345,13 @@ class SqliteStore:
         return dict(await self._submit(read, write=False))
 
     async def commit(self, changes: list[Change]) -> None:
-        if not self._thread.is_alive():
+        if self._broken is not None or self._closing.is_set():
             raise StoreError(self._broken or f"the store of {self.path} is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = _Handed(loop=loop)
-        if self._pending and not self._batch:
+        if self._submitted != self._served and not self._batch:
             # The writer is busy: this commit joins its next group, with no detour.
-            with self._pending_lock:
-                self._pending += 1
+            self._submitted += 1
             self._jobs.put((_Commit(changes), loop, future, True))
         else:
             self._batch.append((_Commit(changes), loop, future))
