@@ -51,6 +51,11 @@ _held: contextvars.ContextVar[tuple[Instance, ...]] = contextvars.ContextVar("st
 _waiting: dict[asyncio.Task[Any], Instance] = {}
 
 
+MAX_PIPELINED = 64
+"""Tick commits in flight per instance before a tick waits for its own: a stalled store must not
+let ticks pile up change sets without a bound (the tick then falls behind and skips, counted)."""
+
+
 def current() -> Instance | None:
     """The instance whose turn the running code is in (to gate its outbound calls), if any."""
     held = _held.get()
@@ -81,6 +86,7 @@ class Instance:
         "dropped",
         "ending",
         "holder",
+        "in_flight",
         "key",
         "lock",
         "obj",
@@ -105,6 +111,7 @@ class Instance:
         self.waiters: list[_Waiter] = []
         self.background: Background | None = None
         self.pending: asyncio.Future[None] | None = None
+        self.in_flight = 0
         self.wake_scheduled = False
 
     @property
@@ -240,7 +247,7 @@ class Instance:
             view.rollback()
             raise
         commit = store.commit([Change(self.owner.name, self.store_key, names)])
-        if pipeline:
+        if pipeline and self.in_flight < MAX_PIPELINED:
             view.accept()
             self._pipeline(asyncio.ensure_future(commit))
             return
@@ -272,11 +279,13 @@ class Instance:
                 raise
 
         pending = asyncio.ensure_future(chained())
+        self.in_flight += 1
         pending.add_done_callback(_retrieved)
         self.pending = pending
         pending.add_done_callback(self._settled)
 
     def _settled(self, future: asyncio.Future[None]) -> None:
+        self.in_flight -= 1
         if self.pending is future:
             self.pending = None
 
