@@ -175,6 +175,13 @@ def test_tools_include_interface_functions_disambiguated_by_interface(types: Com
     assert types.name == "types" and types.durability == "memory" and not types.stateful
 
 
+def _deep(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 BAD_ARGUMENTS = [
     ("echo_u8", {"x": 256}, "field 'x': 256 is out of range for u8"),
     ("echo_u8", {"x": -1}, "field 'x': -1 is out of range for u8"),
@@ -204,6 +211,10 @@ BAD_ARGUMENTS = [
     ("echo_variant", {"x": {"circle": 1, "label": "a"}}, "exactly one of the keys"),
     ("echo_variant", {"x": {"empty": 1}}, "field 'x.empty': this case carries no value"),
     ("echo_result", {"x": {"ok": -1}}, "field 'x.ok': -1 is out of range for u32"),
+    ("echo_record", {"x": {"x": 1, "y": 2, "label": "a\ud800b"}}, "lone surrogate (U+D800 at index 1)"),
+    ("echo_enum", {"x": _deep(2000)}, "expected one of ['red', 'green', 'light-blue'], got array"),
+    ("echo_flags", {"x": [_deep(2000)]}, "field 'x[0]': expected one of"),
+    ("echo_option", {"x": 10**5000}, "number is out of range for u32"),
 ]
 
 

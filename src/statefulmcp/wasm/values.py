@@ -60,6 +60,24 @@ def _json_kind(value: Any) -> str:
     return type(value).__name__
 
 
+_SHOWN_CHARS = 40
+
+
+def shown(value: Any) -> str:
+    """A short spelling of a refused value for an error message.
+
+    Strings are quoted and cut to `_SHOWN_CHARS`; anything else is named by its JSON kind, never
+    repr'd: a caller's value may be megabytes long or nested thousands deep (repr would raise
+    `RecursionError`), and an error message must be safe to build from any input.
+    """
+    if isinstance(value, str):
+        cut = value if len(value) <= _SHOWN_CHARS else f"{value[:_SHOWN_CHARS]}..."
+        return repr(cut)
+    if isinstance(value, float) or value is None or (isinstance(value, int) and value.bit_length() <= 128):
+        return repr(value)
+    return _json_kind(value)
+
+
 class Codec:
     """How one WIT type looks in JSON, and how its values cross into and out of wasm."""
 
@@ -108,7 +126,7 @@ class _Int(Codec):
             else:
                 raise Invalid(path, f"expected an integer ({self.wit}), got {_json_kind(value)}")
         if not self.lo <= value <= self.hi:
-            raise Invalid(path, f"{value} is out of range for {self.wit} ({self.lo}..{self.hi})")
+            raise Invalid(path, f"{shown(value)} is out of range for {self.wit} ({self.lo}..{self.hi})")
         return value
 
     def wasm_classes(self) -> set[type]:
@@ -167,10 +185,24 @@ class _String(Codec):
     def lower(self, value: Any, path: str) -> Any:
         if not isinstance(value, str):
             raise Invalid(path, f"expected a string, got {_json_kind(value)}")
+        if not value.isascii():
+            _check_encodable(value, path)
         return value
 
     def wasm_classes(self) -> set[type]:
         return {str}
+
+
+def _check_encodable(value: str, path: str) -> None:
+    """Wasm strings are UTF-8, which cannot spell a lone surrogate (JSON's `"\\ud800"` can)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        raise Invalid(
+            path,
+            f"contains a lone surrogate (U+{ord(value[exc.start]):04X} at index {exc.start}), which "
+            "is not valid Unicode text",
+        ) from None
 
 
 class _List(Codec):
@@ -231,7 +263,7 @@ class _Record(Codec):
             setattr(record, name, codec.lower(value[name], f"{path}.{name}"))
         if len(value) != len(self.fields):
             extra = sorted(set(value) - {name for name, _ in self.fields})
-            raise Invalid(path, f"unknown field {extra[0]!r}")
+            raise Invalid(path, f"unknown field {shown(extra[0])}")
         return record
 
     def lift(self, value: Any) -> Any:
@@ -278,8 +310,8 @@ class _Enum(Codec):
         self.schema = {"type": "string", "enum": names}
 
     def lower(self, value: Any, path: str) -> Any:
-        if value not in self.names or not isinstance(value, str):
-            raise Invalid(path, f"expected one of {self.schema['enum']}, got {value!r}")
+        if not isinstance(value, str) or value not in self.names:
+            raise Invalid(path, f"expected one of {self.schema['enum']}, got {shown(value)}")
         return value
 
     def wasm_classes(self) -> set[type]:
@@ -299,7 +331,7 @@ class _Flags(Codec):
         flags = set()
         for i, name in enumerate(value):
             if not isinstance(name, str) or name not in self.order:
-                raise Invalid(f"{path}[{i}]", f"expected one of {list(self.order)}, got {name!r}")
+                raise Invalid(f"{path}[{i}]", f"expected one of {list(self.order)}, got {shown(name)}")
             if name in flags:
                 raise Invalid(f"{path}[{i}]", f"flag {name!r} given twice")
             flags.add(name)
@@ -360,7 +392,7 @@ class _Variant(Codec):
             raise Invalid(path, f"expected an object with exactly one of the keys {list(self.by_name)}")
         ((name, payload),) = value.items()
         if name not in self.by_name:
-            raise Invalid(path, f"unknown case {name!r}; expected one of {list(self.by_name)}")
+            raise Invalid(path, f"unknown case {shown(name)}; expected one of {list(self.by_name)}")
         codec = self.by_name[name]
         if codec is None:
             if payload is not None:
