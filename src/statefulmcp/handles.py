@@ -32,6 +32,7 @@ class Handles:
         self.store = store
         self._open: set[str] = set()
         self._closed: set[str] = set()
+        self._closes = 0
 
     async def open(self) -> str:
         """Mint a handle; its instance is created on first use."""
@@ -46,12 +47,20 @@ class Handles:
         self._open.add(handle)
 
     async def check(self, handle: str) -> None:
-        """Raise unless `handle` is open (known here, or marked open in the store)."""
-        if handle in self._open:
-            return
-        stored = handle not in self._closed and self.store is not None
-        if stored and self.store is not None and OPEN_MARK in await self.store.load(self.component, handle):
+        """Raise unless `handle` is open (known here, or marked open in the store).
+
+        A read that a close overtook may predate the close's delete: it is read again, or an
+        answer from before the close would mark the handle open for good.
+        """
+        while handle not in self._open and handle not in self._closed and self.store is not None:
+            closes = self._closes
+            rows = await self.store.load(self.component, handle)
+            if closes != self._closes:
+                continue
+            if OPEN_MARK not in rows:
+                break
             self._open.add(handle)
+        if handle in self._open:
             return
         raise ToolCallError(
             f"unknown or closed handle {handle!r} for component {self.component!r}; "
@@ -66,6 +75,7 @@ class Handles:
             return False
         self._open.discard(handle)
         self._closed.add(handle)
+        self._closes += 1
         await live.passivate(handle, reason="closed")
         try:
             if self.store is not None:
