@@ -43,9 +43,6 @@ _BACKGROUND_ATTR = "__statefulmcp_background__"
 # Names of the hooks a stateful component may define; they are never exposed as tools.
 LIFECYCLE_HOOKS = ("on_activate", "on_deactivate")
 
-# Attributes the host sets on each instance of a Python component; no tool may take these names.
-HOST_ATTRIBUTES = ("state", "key", "wait_until")
-
 
 @dataclass(frozen=True, slots=True)
 class ToolDecl:
