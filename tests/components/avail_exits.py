@@ -1,0 +1,61 @@
+"""Tools that raise SystemExit or KeyboardInterrupt, async and sync, stateful and stateless."""
+
+import argparse
+
+from statefulmcp import Stateful, component, tool
+
+
+def _bad_args() -> None:
+    argparse.ArgumentParser(prog="tool").parse_args(["--nope"])
+
+
+@component(stateful=True)
+class Quitter(Stateful):
+    @tool
+    async def parse(self) -> int:
+        _bad_args()
+        return 0
+
+    @tool
+    def parse_sync(self) -> int:
+        _bad_args()
+        return 0
+
+    @tool
+    async def interrupt(self) -> int:
+        raise KeyboardInterrupt
+
+    @tool
+    def interrupt_sync(self) -> int:
+        raise KeyboardInterrupt
+
+    @tool
+    async def bump(self) -> int:
+        count = int(self.state.get("count", 0)) + 1
+        self.state["count"] = count
+        return count
+
+
+@component
+class Leaver(Stateful):
+    @tool
+    async def parse(self) -> int:
+        _bad_args()
+        return 0
+
+    @tool
+    def parse_sync(self) -> int:
+        _bad_args()
+        return 0
+
+    @tool
+    async def interrupt(self) -> int:
+        raise KeyboardInterrupt
+
+    @tool
+    def interrupt_sync(self) -> int:
+        raise KeyboardInterrupt
+
+    @tool
+    def echo(self, text: str) -> str:
+        return text
