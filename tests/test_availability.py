@@ -203,6 +203,27 @@ def gate() -> Iterator[threading.Event]:
     _gate.set()
 
 
+@component(stateful=True)
+class SyncStubborn(Stateful):
+    @tool
+    async def touch(self) -> int:
+        return 1
+
+    def on_deactivate(self) -> None:
+        _gate.wait(60)
+
+
+async def test_a_sync_on_deactivate_that_never_returns_does_not_hang_unload(gate: threading.Event) -> None:
+    """A sync hook runs on a worker thread that cannot be interrupted: unload stops waiting for it."""
+    async with Host(hook_seconds=0.5) as host:
+        await host.load(SyncStubborn)
+        assert await host.call("sync_stubborn_touch") == 1
+        await asyncio.wait_for(host.unload("sync_stubborn"), 20)
+        assert not gate.is_set()  # the hook is still running, and unload returned anyway
+        await host.load(SyncStubborn)
+        assert await host.call("sync_stubborn_touch") == 1
+
+
 async def test_a_component_that_fills_its_threads_cannot_starve_another(gate: threading.Event) -> None:
     async with Host(workers=8) as host:  # a quarter each: 2 threads per component
         await host.load(Hog)

@@ -284,7 +284,9 @@ class LiveComponent:
     async def _on_deactivate(self, instance: Instance) -> None:
         try:
             async with asyncio.timeout(self.hook_seconds):
-                await self.call_user(getattr(instance.obj, "on_deactivate", None))
+                # hold=False: a sync hook's thread cannot be interrupted, so the bound stops the
+                # wait for it; the instance is dropped and nothing the hook writes after is kept.
+                await self.call_user(getattr(instance.obj, "on_deactivate", None), hold=False)
             await instance.commit()
         except TimeoutError:
             instance.view.rollback()
