@@ -499,3 +499,30 @@ async def _concurrently(session: ClientSession, name: str, count: int) -> list[A
         for _ in range(count):
             tg.start_soon(one)
     return results
+
+
+async def test_a_tool_raising_cancelled_error_of_its_own_fails_that_call_and_the_session_lives_on(
+    tmp_path: Path,
+) -> None:
+    """Left alone, a stray CancelledError ends the engine task as "cancelled", and the SDK then
+    ends the whole MCP session: every other call of that client with it."""
+    with running(COMPONENTS / "avail_cancels.py", "--state", "s.db", tmp=tmp_path) as server:
+        async with http_session(server.url) as session:
+            assert value(await session.call_tool("cancelled_bump", {})) == 1
+            for name in (
+                "cancelled_awaits",
+                "cancelled_raises_sync",
+                "cancelled_stateless_awaits",
+                "cancelled_stateless_raises_sync",
+            ):
+                message = error(await session.call_tool(name, {}))
+                assert "CancelledError" in message and "not cancelled" in message, (name, message)
+            assert value(await session.call_tool("cancelled_half", {})) is False  # its turn was rolled back
+            assert value(await session.call_tool("cancelled_bump", {})) == 2
+
+            async def loop_restarted() -> bool:
+                stats = (await _component(session, "cancelled_loop"))["details"]["background"]["loop"]
+                return bool(stats["failures"] >= 2)
+
+            await _until(loop_restarted, "the background loop to be restarted after its stray cancel")
+        await _serves(server)

@@ -158,6 +158,12 @@ class Instance:
                 if self.holder is asyncio.current_task():
                     self.view.rollback()
                 raise exit_error(self.owner.name, exc) from None
+            except asyncio.CancelledError:
+                if self.holder is me:
+                    self.view.rollback()
+                if me.cancelling():
+                    raise
+                raise stray_cancel_error(self.owner.name) from None
             except BaseException:
                 # A call cancelled while parked in wait_until does not hold the turn: the writes
                 # in the view then belong to whichever turn does, and are not ours to undo.
@@ -418,6 +424,25 @@ def exit_error(component: str, exc: BaseException) -> ToolCallError:
         f"{component}: user code raised {type(exc).__name__}({exc}); that would stop a program, so "
         "this call failed instead. Raise an ordinary exception to report an error"
     )
+
+
+def stray_cancel_error(component: str) -> ToolCallError:
+    """The error for user code raising `CancelledError` in a call nobody cancelled.
+
+    Awaiting a task that something else cancelled does this. Passed on as a cancellation, it
+    would end the call with no answer, and the MCP SDK then ends the caller's whole session.
+    """
+    return ToolCallError(
+        f"{component}: user code raised CancelledError, but this call was not cancelled (did it await "
+        "a task that was cancelled?); the call failed instead. Raise an ordinary exception to report "
+        "an error"
+    )
+
+
+def cancel_requested() -> bool:
+    """True when someone asked to cancel the running task (so a `CancelledError` is theirs)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:

@@ -20,7 +20,7 @@ from statefulmcp.background import Background, LoopStats
 from statefulmcp.components import ComponentSpec, ToolSpec
 from statefulmcp.engine import Engine, SyncSlots
 from statefulmcp.handles import Handles
-from statefulmcp.instances import Instance, Stale, exit_error
+from statefulmcp.instances import Instance, Stale, cancel_requested, exit_error, stray_cancel_error
 from statefulmcp.state import Store
 from statefulmcp.state.view import NoState
 
@@ -181,7 +181,8 @@ class LiveComponent:
         """Run user code (a body, a hook, a background method); sync code goes to a worker thread.
 
         `SystemExit` and `KeyboardInterrupt` from user code (argparse inside a tool raises one)
-        fail this call only: left alone they would stop the engine thread or the transport.
+        fail this call only: left alone they would stop the engine thread or the transport. So
+        does a `CancelledError` the code raised itself when nobody cancelled the call.
         """
         if fn is None:
             return None
@@ -194,6 +195,10 @@ class LiveComponent:
             return await self.slots.run(fn, pool, hold=hold)
         except (SystemExit, KeyboardInterrupt) as exc:
             raise exit_error(self.name, exc) from None
+        except asyncio.CancelledError:
+            if cancel_requested():
+                raise
+            raise stray_cancel_error(self.name) from None
 
     # -- objects and activation -----------------------------------------------------------------
 
