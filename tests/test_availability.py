@@ -294,6 +294,17 @@ async def test_smaller_mistakes_get_clear_errors_and_the_host_serves_on() -> Non
         assert host.health() is None
 
 
+async def test_host_call_gives_clear_errors_for_values_it_cannot_copy() -> None:
+    """In-process callers get the same clear words as MCP clients, not `deepcopy`'s errors."""
+    async with Host() as host:
+        await host.load(Careless)
+        with pytest.raises(ToolCallError, match="returned a generator, not a value"):
+            await host.call("careless_gen")
+        with pytest.raises(ToolCallError, match="nested too deeply"):
+            await host.call("careless_deep")
+        assert host.health() is None
+
+
 # -- through a real server and a real MCP client --------------------------------------------------
 
 _RAW_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
