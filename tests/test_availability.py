@@ -237,6 +237,39 @@ async def test_a_component_that_fills_its_threads_cannot_starve_another(gate: th
         assert await asyncio.gather(*held) == [1, 1, 1]
 
 
+_offloaded: list[int] = []
+
+
+@component
+class Offloader(Stateful):
+    @tool
+    async def offload(self) -> int:
+        await asyncio.to_thread(_offload_body)
+        return 1
+
+
+def _offload_body() -> None:
+    _offloaded.append(1)
+    _gate.wait(60)
+
+
+async def test_to_thread_work_that_hangs_cannot_starve_the_sync_tools_of_another_component(
+    gate: threading.Event,
+) -> None:
+    """`asyncio.to_thread` inside an async tool is not a sync body, so no per-component bound
+    covers it; it must at least not take the worker threads sync bodies run on."""
+    _offloaded.clear()
+    async with Host(workers=8) as host:
+        await host.load(Offloader)
+        await host.load(Other)
+        held = [asyncio.ensure_future(host.call("offloader_offload")) for _ in range(8)]
+        while len(_offloaded) < 8:
+            await asyncio.sleep(0.01)
+        assert await asyncio.wait_for(host.call("other_quick"), 20) == 2
+        gate.set()
+        assert await asyncio.gather(*held) == [1] * 8
+
+
 @component(stateful=True)
 class Activating(Stateful):
     activations = 0

@@ -88,7 +88,12 @@ class Engine:
             max_workers=workers, thread_name_prefix="statefulmcp-sync"
         )
         self.workers = workers
-        self.loop.set_default_executor(self.pool)
+        # User code's own `asyncio.to_thread` gets threads apart from those of sync bodies: offloaded
+        # work that hangs must not take the threads every component's sync tools are bounded on.
+        self.offload_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="statefulmcp-sync-offload"
+        )
+        self.loop.set_default_executor(self.offload_pool)
         # WebAssembly calls have deadlines and always return; they get threads user code cannot take.
         self.wasm_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(4, 2 * (os.cpu_count() or 1)), thread_name_prefix="statefulmcp-wasm"
@@ -123,6 +128,7 @@ class Engine:
         self.wasm_pool.shutdown(wait=False, cancel_futures=True)
         if not self._thread.is_alive():
             self.pool.shutdown(wait=False, cancel_futures=True)
+            self.offload_pool.shutdown(wait=False, cancel_futures=True)
             return
 
         async def cancel_all() -> None:
@@ -139,6 +145,7 @@ class Engine:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.offload_pool.shutdown(wait=False, cancel_futures=True)
         if not self._thread.is_alive():
             self.loop.close()
 
