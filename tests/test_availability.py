@@ -414,9 +414,11 @@ _EXITING = [
 ]
 
 
-async def test_system_exit_and_keyboard_interrupt_from_any_kind_of_tool_fail_that_call_only(
+async def test_system_exit_keyboard_interrupt_and_generator_exit_from_any_tool_fail_that_call_only(
     tmp_path: Path,
 ) -> None:
+    """Passed on, any of them would leave the engine task or the transport: a GeneratorExit broke
+    the SDK's session manager, so every later session of every client failed while /ready said 200."""
     with running(COMPONENTS / "avail_exits.py", "--state", "s.db", tmp=tmp_path) as server:
         async with http_session(server.url) as session:
             assert value(await session.call_tool("quitter_bump", {})) == 1
@@ -424,6 +426,12 @@ async def test_system_exit_and_keyboard_interrupt_from_any_kind_of_tool_fail_tha
                 message = error(await session.call_tool(name, {}))
                 assert "would stop a program" in message, name
                 assert ("SystemExit(2)" if "parse" in name else "KeyboardInterrupt") in message, name
+            for name in (
+                "quitter_generator_exit",
+                "quitter_generator_exit_sync",
+                "leaver_generator_exit_sync",
+            ):
+                assert "GeneratorExit" in error(await session.call_tool(name, {})), name
             assert value(await session.call_tool("quitter_bump", {})) == 2  # the instance lives on
             assert value(await session.call_tool("leaver_echo", {"text": "still here"})) == "still here"
         await _serves(server)

@@ -441,13 +441,36 @@ class SyncSlots:
         """
         await self.acquire()
         try:
-            work = executor.submit(fn)
+            work = executor.submit(_carrying_generator_exit, fn)
         except BaseException:
             self.release()
             raise
         work.add_done_callback(lambda _: self.release())
         future = asyncio.wrap_future(work)
-        return await (hold_until_done(future) if hold else future)
+        try:
+            return await (hold_until_done(future) if hold else future)
+        except _CarriedGeneratorExit as carried:
+            raise carried.exc from None
+
+
+class _CarriedGeneratorExit(Exception):
+    """A `GeneratorExit` a sync body raised, carried across the thread hand-off as an ordinary error.
+
+    Set on a future as itself, it would be thrown into the awaiting coroutines, and a thrown
+    `GeneratorExit` closes every coroutine it passes instead of raising in them: no caller could
+    turn it into the call's error, and it ended the transport's tasks. Re-raised here, it can.
+    """
+
+    def __init__(self, exc: GeneratorExit) -> None:
+        super().__init__(repr(exc))
+        self.exc = exc
+
+
+def _carrying_generator_exit(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except GeneratorExit as exc:
+        raise _CarriedGeneratorExit(exc) from None
 
 
 async def hold_until_done(future: asyncio.Future[T]) -> T:

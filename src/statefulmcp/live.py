@@ -144,7 +144,8 @@ class LiveComponent:
     ) -> Callable[[], Awaitable[Any]]:
         """The turn's body, with no coroutine layer of ours between the turn and the tool.
 
-        `SystemExit` and `KeyboardInterrupt` raised in it are turned into errors by the turn.
+        `SystemExit`, `KeyboardInterrupt` and `GeneratorExit` raised in it are turned into errors
+        by the turn.
         """
         if tool.is_async:
             return lambda: tool.call(instance.obj, arguments)
@@ -180,9 +181,9 @@ class LiveComponent:
     ) -> Any:
         """Run user code (a body, a hook, a background method); sync code goes to a worker thread.
 
-        `SystemExit` and `KeyboardInterrupt` from user code (argparse inside a tool raises one)
-        fail this call only: left alone they would stop the engine thread or the transport. So
-        does a `CancelledError` the code raised itself when nobody cancelled the call.
+        `SystemExit`, `KeyboardInterrupt` and `GeneratorExit` from user code (argparse inside a
+        tool raises one) fail this call only: left alone they would stop the engine thread or the
+        transport. So does a `CancelledError` the code raised itself when nobody cancelled the call.
         """
         if fn is None:
             return None
@@ -193,12 +194,12 @@ class LiveComponent:
                 return await fn()
             pool = self.engine.wasm_pool if self.spec.sandboxed else self.engine.pool
             return await self.slots.run(fn, pool, hold=hold)
-        except (SystemExit, KeyboardInterrupt) as exc:
-            raise exit_error(self.name, exc) from None
         except asyncio.CancelledError:
             if cancel_requested():
                 raise
             raise stray_cancel_error(self.name) from None
+        except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
+            raise exit_error(self.name, exc) from None
 
     # -- objects and activation -----------------------------------------------------------------
 

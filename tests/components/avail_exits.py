@@ -1,4 +1,4 @@
-"""Tools that raise SystemExit or KeyboardInterrupt, async and sync, stateful and stateless."""
+"""Tools that raise SystemExit, KeyboardInterrupt or GeneratorExit, async and sync, stateful and stateless."""
 
 import argparse
 
@@ -30,6 +30,14 @@ class Quitter(Stateful):
         raise KeyboardInterrupt
 
     @tool
+    async def generator_exit(self) -> int:
+        raise GeneratorExit
+
+    @tool
+    def generator_exit_sync(self) -> int:
+        raise GeneratorExit
+
+    @tool
     async def bump(self) -> int:
         count = int(self.state.get("count", 0)) + 1
         self.state["count"] = count
@@ -55,6 +63,10 @@ class Leaver(Stateful):
     @tool
     def interrupt_sync(self) -> int:
         raise KeyboardInterrupt
+
+    @tool
+    def generator_exit_sync(self) -> int:
+        raise GeneratorExit
 
     @tool
     def echo(self, text: str) -> str:
