@@ -438,6 +438,23 @@ async def test_system_exit_keyboard_interrupt_and_generator_exit_from_any_tool_f
         assert server.proc.poll() is None
 
 
+async def test_system_exit_from_a_task_a_tool_started_itself_does_not_end_the_engine(tmp_path: Path) -> None:
+    """No call is there to fail: asyncio lets SystemExit out of the loop, which ended the engine
+    thread, and every stateful call after it waited forever."""
+    with running(COMPONENTS / "avail_exits.py", tmp=tmp_path) as server:
+        async with http_session(server.url) as session:
+            assert value(await session.call_tool("quitter_bump", {})) == 1
+            assert value(await session.call_tool("quitter_spawn_exit", {})) == 0
+
+            async def logged() -> bool:
+                return "a task started by user code on the engine loop raised SystemExit" in server.log()
+
+            await _until(logged, "the engine to log the stray SystemExit")
+            with anyio.fail_after(20):
+                assert value(await session.call_tool("quitter_bump", {})) == 2
+        await _serves(server)
+
+
 async def test_a_blocking_async_tool_is_named_in_the_log_makes_ready_503_and_the_server_recovers(
     tmp_path: Path,
 ) -> None:

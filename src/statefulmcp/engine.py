@@ -105,7 +105,19 @@ class Engine:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
+        while True:
+            try:
+                self.loop.run_forever()
+                return
+            except (SystemExit, KeyboardInterrupt) as exc:
+                # A task user code started itself (not a call, which fails on its own) raised it:
+                # asyncio lets it out of the loop, and the engine thread would end for everyone.
+                log.error(
+                    "a task started by user code on the engine loop raised %s(%s); ignored, the engine "
+                    "goes on. Raise an ordinary exception to report an error",
+                    type(exc).__name__,
+                    exc,
+                )
 
     def start(self) -> None:
         self._thread.start()

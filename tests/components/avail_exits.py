@@ -1,8 +1,15 @@
 """Tools that raise SystemExit, KeyboardInterrupt or GeneratorExit, async and sync, stateful and stateless."""
 
 import argparse
+import asyncio
 
 from statefulmcp import Stateful, component, tool
+
+_spawned: set[asyncio.Task[None]] = set()
+
+
+async def _exit_later() -> None:
+    _bad_args()
 
 
 def _bad_args() -> None:
@@ -36,6 +43,12 @@ class Quitter(Stateful):
     @tool
     def generator_exit_sync(self) -> int:
         raise GeneratorExit
+
+    @tool
+    async def spawn_exit(self) -> int:
+        """Starts a task of its own that raises SystemExit after this call has answered."""
+        _spawned.add(asyncio.get_running_loop().create_task(_exit_later()))
+        return 0
 
     @tool
     async def bump(self) -> int:
