@@ -492,7 +492,7 @@ async def test_a_hanging_on_deactivate_and_a_sync_body_in_flight_do_not_hang_unl
     """The server's hook bound is the Host default, 10 s: the unload waits that long, not forever."""
     with running(COMPONENTS / "avail_hang.py", "--allow-load", COMPONENTS, tmp=tmp_path) as server:
         async with http_session(server.url) as session:
-            assert value(await session.call_tool("stubborn_touch", {"who": "a"})) == 1
+            assert value(await session.call_tool("stubborn_touch", {"who": "stuck"})) == 1
             held: dict[str, Any] = {}
 
             async def hold() -> None:
@@ -509,9 +509,9 @@ async def test_a_hanging_on_deactivate_and_a_sync_body_in_flight_do_not_hang_unl
                 assert "result" not in held  # unload did not wait for the body
                 assert value(await session.call_tool("gate_release", {}))
             assert value(held["result"]) == 1  # the body ran to its end; it wrote nothing
-            assert "on_deactivate of stubborn['a'] did not return" in server.log()
+            assert "on_deactivate of stubborn['stuck'] did not return" in server.log()
             await session.call_tool("load_component", {"path": "avail_hang.py"})
-            assert value(await session.call_tool("stubborn_touch", {"who": "a"})) == 1
+            assert value(await session.call_tool("stubborn_touch", {"who": "fine"})) == 1
         await _serves(server)
 
 

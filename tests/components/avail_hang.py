@@ -24,7 +24,8 @@ class Stubborn(Stateful):
         return 1
 
     async def on_deactivate(self) -> None:
-        await asyncio.Event().wait()
+        if self.key == "stuck":  # only this one, so the server's own shutdown stays quick
+            await asyncio.Event().wait()
 
 
 @component
