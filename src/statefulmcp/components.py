@@ -276,15 +276,20 @@ def _validator(meta: FuncMetadata) -> Callable[[dict[str, Any]], dict[str, Any]]
     return validate
 
 
+def refuse_lazy(tool_name: str, value: Any) -> None:
+    """Raise `ToolResultError` for a generator or coroutine: a promise of a value, not one."""
+    if inspect.isgenerator(value) or inspect.isasyncgen(value) or inspect.iscoroutine(value):
+        if inspect.iscoroutine(value):
+            value.close()
+        raise ToolResultError(
+            f"tool {tool_name!r} returned a {type(value).__name__}, not a value; return a list "
+            "(or await the coroutine) instead"
+        )
+
+
 def _converter(meta: FuncMetadata, tool_name: str) -> Callable[[Any], CallToolResult]:
     def to_result(value: Any) -> CallToolResult:
-        if inspect.isgenerator(value) or inspect.isasyncgen(value) or inspect.iscoroutine(value):
-            if inspect.iscoroutine(value):
-                value.close()
-            raise ToolResultError(
-                f"tool {tool_name!r} returned a {type(value).__name__}, not a value; return a list "
-                "(or await the coroutine) instead"
-            )
+        refuse_lazy(tool_name, value)
         try:
             if not isinstance(value, CallToolResult):
                 # Serializing here, inside the turn, turns a value the wire cannot carry (a lone

@@ -88,7 +88,12 @@ class Engine:
             max_workers=workers, thread_name_prefix="statefulmcp-sync"
         )
         self.workers = workers
-        self.loop.set_default_executor(self.pool)
+        # User code's own `asyncio.to_thread` gets threads apart from those of sync bodies: offloaded
+        # work that hangs must not take the threads every component's sync tools are bounded on.
+        self.offload_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="statefulmcp-sync-offload"
+        )
+        self.loop.set_default_executor(self.offload_pool)
         # WebAssembly calls have deadlines and always return; they get threads user code cannot take.
         self.wasm_pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(4, 2 * (os.cpu_count() or 1)), thread_name_prefix="statefulmcp-wasm"
@@ -100,7 +105,19 @@ class Engine:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
+        while True:
+            try:
+                self.loop.run_forever()
+                return
+            except (SystemExit, KeyboardInterrupt) as exc:
+                # A task user code started itself (not a call, which fails on its own) raised it:
+                # asyncio lets it out of the loop, and the engine thread would end for everyone.
+                log.error(
+                    "a task started by user code on the engine loop raised %s(%s); ignored, the engine "
+                    "goes on. Raise an ordinary exception to report an error",
+                    type(exc).__name__,
+                    exc,
+                )
 
     def start(self) -> None:
         self._thread.start()
@@ -123,6 +140,7 @@ class Engine:
         self.wasm_pool.shutdown(wait=False, cancel_futures=True)
         if not self._thread.is_alive():
             self.pool.shutdown(wait=False, cancel_futures=True)
+            self.offload_pool.shutdown(wait=False, cancel_futures=True)
             return
 
         async def cancel_all() -> None:
@@ -139,6 +157,7 @@ class Engine:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.offload_pool.shutdown(wait=False, cancel_futures=True)
         if not self._thread.is_alive():
             self.loop.close()
 
@@ -434,13 +453,36 @@ class SyncSlots:
         """
         await self.acquire()
         try:
-            work = executor.submit(fn)
+            work = executor.submit(_carrying_generator_exit, fn)
         except BaseException:
             self.release()
             raise
         work.add_done_callback(lambda _: self.release())
         future = asyncio.wrap_future(work)
-        return await (hold_until_done(future) if hold else future)
+        try:
+            return await (hold_until_done(future) if hold else future)
+        except _CarriedGeneratorExit as carried:
+            raise carried.exc from None
+
+
+class _CarriedGeneratorExit(Exception):
+    """A `GeneratorExit` a sync body raised, carried across the thread hand-off as an ordinary error.
+
+    Set on a future as itself, it would be thrown into the awaiting coroutines, and a thrown
+    `GeneratorExit` closes every coroutine it passes instead of raising in them: no caller could
+    turn it into the call's error, and it ended the transport's tasks. Re-raised here, it can.
+    """
+
+    def __init__(self, exc: GeneratorExit) -> None:
+        super().__init__(repr(exc))
+        self.exc = exc
+
+
+def _carrying_generator_exit(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except GeneratorExit as exc:
+        raise _CarriedGeneratorExit(exc) from None
 
 
 async def hold_until_done(future: asyncio.Future[T]) -> T:

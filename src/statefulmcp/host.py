@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import enum
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from statefulmcp._options import LoadOptions
 from statefulmcp._tools import ComponentTool, EngineTool, Entry, Finish, HostTool, ToolTable
 from statefulmcp.components import (
     ComponentSpec,
+    refuse_lazy,
     specs_from_module,
     specs_from_object,
     tool_result_text,
@@ -79,9 +81,24 @@ class ComponentInfo:
 _IMMUTABLE = (int, float, str, bool, bytes, type(None))
 
 
-def _private_copy(value: Any) -> Any:
-    """A copy of a tool's value that the instance cannot change any more (immutables as they are)."""
-    return value if type(value) in _IMMUTABLE else copy.deepcopy(value)
+def _private_copy(name: str, value: Any) -> Any:
+    """A copy of a tool's value that the instance cannot change any more (immutables as they are).
+
+    A value that cannot be copied gets the same clear error a client would get, not the
+    `TypeError` or `RecursionError` of `deepcopy`.
+    """
+    if type(value) in _IMMUTABLE:
+        return value
+    refuse_lazy(name, value)
+    try:
+        return copy.deepcopy(value)
+    except RecursionError:
+        raise ToolResultError(f"tool {name!r} returned a value nested too deeply to copy") from None
+    except TypeError as exc:
+        raise ToolResultError(
+            f"tool {name!r} returned a {type(value).__name__} the host cannot copy for the caller ({exc}); "
+            "return data: dict, list, str, int, float, bool, None or a pydantic model"
+        ) from None
 
 
 class Host:
@@ -521,7 +538,7 @@ class Host:
         if self._life is not _Life.OPEN:
             self._require_open(draining_ok=self.engine.on_engine())
         entry, validated = self._resolve(name, arguments)
-        return await self._run(name, entry, validated, _private_copy)
+        return await self._run(name, entry, validated, functools.partial(_private_copy, name))
 
     async def call_result(self, name: str, arguments: dict[str, Any] | None = None) -> CallToolResult:
         """Call a tool and return the MCP result; failures become `isError` results, never raise."""

@@ -154,16 +154,20 @@ class Instance:
             except InstanceLost:
                 self.owner.drop(self, "lost")
                 raise
-            except (SystemExit, KeyboardInterrupt) as exc:
-                if self.holder is asyncio.current_task():
+            except asyncio.CancelledError:
+                if self.holder is me:
                     self.view.rollback()
-                raise exit_error(self.owner.name, exc) from None
-            except BaseException:
+                if me.cancelling():
+                    raise
+                raise stray_cancel_error(self.owner.name) from None
+            except BaseException as exc:
                 # A call cancelled while parked in wait_until does not hold the turn: the writes
                 # in the view then belong to whichever turn does, and are not ours to undo.
                 if self.holder is me:
                     self.view.rollback()
-                raise
+                if isinstance(exc, Exception):
+                    raise
+                raise exit_error(self.owner.name, exc) from None
             await self.commit(pipeline=pipeline, task=me)
             return value
         finally:
@@ -410,14 +414,39 @@ class Instance:
 
 
 def exit_error(component: str, exc: BaseException) -> ToolCallError:
-    """The error for user code raising `SystemExit` or `KeyboardInterrupt` (argparse in a tool does).
+    """The error for user code raising a `BaseException` that is not an `Exception`: `SystemExit`
+    (argparse in a tool raises it), `KeyboardInterrupt`, `GeneratorExit`.
 
-    Left alone, either would stop the engine thread or the transport; it fails that call only.
+    Left alone, any of them would stop the engine thread or the transport's tasks; it fails that
+    call only.
+    """
+    if isinstance(exc, SystemExit | KeyboardInterrupt):
+        why = "that would stop a program"
+    else:
+        why = "it is not an Exception, and passed on it would end the server's own tasks"
+    return ToolCallError(
+        f"{component}: user code raised {type(exc).__name__}({exc}); {why}, so this call failed "
+        "instead. Raise an ordinary exception to report an error"
+    )
+
+
+def stray_cancel_error(component: str) -> ToolCallError:
+    """The error for user code raising `CancelledError` in a call nobody cancelled.
+
+    Awaiting a task that something else cancelled does this. Passed on as a cancellation, it
+    would end the call with no answer, and the MCP SDK then ends the caller's whole session.
     """
     return ToolCallError(
-        f"{component}: user code raised {type(exc).__name__}({exc}); that would stop a program, so "
-        "this call failed instead. Raise an ordinary exception to report an error"
+        f"{component}: user code raised CancelledError, but this call was not cancelled (did it await "
+        "a task that was cancelled?); the call failed instead. Raise an ordinary exception to report "
+        "an error"
     )
+
+
+def cancel_requested() -> bool:
+    """True when someone asked to cancel the running task (so a `CancelledError` is theirs)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:

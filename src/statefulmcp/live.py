@@ -20,7 +20,7 @@ from statefulmcp.background import Background, LoopStats
 from statefulmcp.components import ComponentSpec, ToolSpec
 from statefulmcp.engine import Engine, SyncSlots
 from statefulmcp.handles import Handles
-from statefulmcp.instances import Instance, Stale, exit_error
+from statefulmcp.instances import Instance, Stale, cancel_requested, exit_error, stray_cancel_error
 from statefulmcp.state import Store
 from statefulmcp.state.view import NoState
 
@@ -144,7 +144,8 @@ class LiveComponent:
     ) -> Callable[[], Awaitable[Any]]:
         """The turn's body, with no coroutine layer of ours between the turn and the tool.
 
-        `SystemExit` and `KeyboardInterrupt` raised in it are turned into errors by the turn.
+        `SystemExit`, `KeyboardInterrupt` and `GeneratorExit` raised in it are turned into errors
+        by the turn.
         """
         if tool.is_async:
             return lambda: tool.call(instance.obj, arguments)
@@ -180,8 +181,9 @@ class LiveComponent:
     ) -> Any:
         """Run user code (a body, a hook, a background method); sync code goes to a worker thread.
 
-        `SystemExit` and `KeyboardInterrupt` from user code (argparse inside a tool raises one)
-        fail this call only: left alone they would stop the engine thread or the transport.
+        `SystemExit`, `KeyboardInterrupt` and `GeneratorExit` from user code (argparse inside a
+        tool raises one) fail this call only: left alone they would stop the engine thread or the
+        transport. So does a `CancelledError` the code raised itself when nobody cancelled the call.
         """
         if fn is None:
             return None
@@ -192,7 +194,11 @@ class LiveComponent:
                 return await fn()
             pool = self.engine.wasm_pool if self.spec.sandboxed else self.engine.pool
             return await self.slots.run(fn, pool, hold=hold)
-        except (SystemExit, KeyboardInterrupt) as exc:
+        except asyncio.CancelledError:
+            if cancel_requested():
+                raise
+            raise stray_cancel_error(self.name) from None
+        except (SystemExit, KeyboardInterrupt, GeneratorExit) as exc:
             raise exit_error(self.name, exc) from None
 
     # -- objects and activation -----------------------------------------------------------------
@@ -284,7 +290,9 @@ class LiveComponent:
     async def _on_deactivate(self, instance: Instance) -> None:
         try:
             async with asyncio.timeout(self.hook_seconds):
-                await self.call_user(getattr(instance.obj, "on_deactivate", None))
+                # hold=False: a sync hook's thread cannot be interrupted, so the bound stops the
+                # wait for it; the instance is dropped and nothing the hook writes after is kept.
+                await self.call_user(getattr(instance.obj, "on_deactivate", None), hold=False)
             await instance.commit()
         except TimeoutError:
             instance.view.rollback()
