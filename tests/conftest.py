@@ -29,16 +29,26 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _compile_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """One compile cache per test run, in a temporary directory, never the user's `$HOME`.
+def _compile_cache(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """One compile cache for the checkout, in pytest's cache directory, never the user's `$HOME`.
 
-    Shared by the xdist workers of a run (their temporary roots have one parent), and handed to
-    every server process the tests start through the environment.
+    Building the componentize-py test component and compiling it to native code take ~40 s of
+    CPU; paying that on every run (a fresh temporary cache) was a third of `make test`. Entries are
+    named by content hash and engine settings and written atomically, so a kept cache can only
+    hit for identical inputs, and the xdist workers can share it. The cold path (compile, cache,
+    recover from a corrupt entry) has its own tests with their own directories. Without pytest's
+    cache (`-p no:cacheprovider`) the run falls back to one temporary cache shared by its workers.
+    Server processes the tests start inherit the directory through the environment.
     """
-    root = tmp_path_factory.getbasetemp()
-    shared = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    if request.config.cache is not None:
+        shared = request.config.cache.mkdir("statefulmcp-cache")
+    else:
+        root = tmp_path_factory.getbasetemp()
+        shared = (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "statefulmcp-cache"
     previous = os.environ.get("STATEFULMCP_CACHE_DIR")
-    os.environ["STATEFULMCP_CACHE_DIR"] = str(shared / "statefulmcp-cache")
+    os.environ["STATEFULMCP_CACHE_DIR"] = str(shared)
     yield
     if previous is None:
         os.environ.pop("STATEFULMCP_CACHE_DIR", None)
