@@ -26,9 +26,14 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/mypy src tests benchmarks
 
-# Two workers: most tests wait on server processes, so two run side by side on two cores.
+# Four workers on two cores: most tests wait on server processes they start (with two workers the
+# CPUs were a third busy). Keep xdist's default `load` scheduling: each worker gets items in
+# collection order, and tests/test_store.py (no statefulmcp thread alive) relies on running before
+# the in-process wasm tests, whose epoch thread outlives them by a second; `--dist worksteal`
+# reorders and fails it. `make test PYTEST_WORKERS=auto` for one worker a core.
+PYTEST_WORKERS ?= 4
 test: lint
-	$(BIN)/pytest -q -n 2
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS)
 
 # `make bench QUICK=1` end to end, checking only that every group ran (CI runs it after `make test`).
 bench-smoke: $(TEST_STAMP)
