@@ -186,7 +186,7 @@ async def test_calls_to_a_tool_on_another_server_with_the_callers_timeout(tmp_pa
         async with http_session(local.url) as session:
             assert value(await session.call_tool("caller_count_remote", {"text": "a b c d"})) == 4
             assert value(await session.call_tool("caller_count_remote", {"text": "e f"})) == 2
-            late = error(await session.call_tool("caller_nap_remote", {"seconds": 3}))
+            late = error(await session.call_tool("caller_nap_remote", {"seconds": 1.5}))
             assert "did not answer within 0.5 s" in late and remote.url in late
             missing = error(await session.call_tool("caller_missing_remote", {}))
             assert "no_such_tool" in missing
