@@ -31,27 +31,37 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 @pytest.mark.slow
-async def test_a_1khz_background_tick_runs_for_5s_and_never_interleaves_with_calls(
+async def test_a_1khz_background_tick_never_interleaves_with_calls_and_accounts_for_every_slot(
     driver: ServerProcess,
 ) -> None:
+    """Calls that hold the turn across awaits run beside the 1 kHz tick until 1000 ticks have run.
+
+    The window is a count of ticks, not a guessed duration. The schedule's accounting (every slot a
+    tick that ran or one counted as skipped) is checked against the client's clock around the window:
+    no more slots than the outer interval holds, and no fewer than most of the inner one (a tick
+    delayed by a starved machine counts its skipped slots only when it runs).
+    """
     async with http_session(driver.url) as session:
+        outer_start = anyio.current_time()
         start = value(await session.call_tool("driver_report", {}))  # activates the instance
+        inner_start = anyio.current_time()
         pokes = 0
-        deadline = anyio.current_time() + 5
-        while anyio.current_time() < deadline:
-            async with anyio.create_task_group() as tg:
-                for n in range(4):
-                    tg.start_soon(session.call_tool, "driver_poke", {"n": n})
-            pokes += 4
-        report = value(await session.call_tool("driver_report", {}))
+        report = start
+        with anyio.fail_after(60):
+            while report["ticks"] - start["ticks"] < 1000:
+                async with anyio.create_task_group() as tg:
+                    for n in range(4):
+                        tg.start_soon(session.call_tool, "driver_poke", {"n": n})
+                pokes += 4
+                report = value(await session.call_tool("driver_report", {}))
+        inner_ms = (anyio.current_time() - inner_start) * 1000
         tick = (await component_details(session, "driver"))["details"]["background"]["tick"]
+        outer_ms = (anyio.current_time() - outer_start) * 1000
     assert report["overlaps"] == 0  # no tick ever ran inside a tool call's turn
     assert report["pokes"] == pokes
     assert tick["failures"] == 0
-    # Every scheduled slot of 5 s at 1 kHz is either a tick that ran or a tick counted as skipped.
     slots = tick["ticks"] + tick["skipped"] - start["ticks"]
-    assert 4000 <= slots <= 6000, tick
-    assert report["ticks"] >= 1000, tick  # ticks kept running beside the calls
+    assert 0.75 * inner_ms <= slots <= outer_ms + 2, (inner_ms, outer_ms, tick)
     assert tick["lateness_us"]["p50"] is not None and tick["lateness_us"]["max"] >= tick["lateness_us"]["p50"]
 
 
@@ -108,9 +118,17 @@ async def test_a_waiting_call_sends_progress_when_the_client_asked_for_it(driver
 @pytest.mark.parametrize("transport", ["stdio", "http"])
 async def test_a_client_that_cancels_leaves_no_waiter_behind(tmp_path: Path, transport: str) -> None:
     async def exercise(session: Any) -> None:
-        with anyio.move_on_after(0.5):
-            await session.call_tool("mailbox_wait_for", {"room": "c", "n": 3, "timeout": 60})
-            raise AssertionError("the wait should not have finished")
+        async with anyio.create_task_group() as tg:
+
+            async def wait() -> None:
+                await session.call_tool("mailbox_wait_for", {"room": "c", "n": 3, "timeout": 60})
+                raise AssertionError("the wait should not have finished")
+
+            tg.start_soon(wait)
+            with anyio.fail_after(10):  # cancel once the wait is parked, not after a guessed time
+                while (await component_details(session, "mailbox"))["details"]["waiters"] != 1:
+                    await anyio.sleep(0.02)
+            tg.cancel_scope.cancel()
         with anyio.fail_after(10):
             while (await component_details(session, "mailbox"))["details"]["waiters"]:
                 await anyio.sleep(0.05)
@@ -168,7 +186,7 @@ async def test_calls_to_a_tool_on_another_server_with_the_callers_timeout(tmp_pa
         async with http_session(local.url) as session:
             assert value(await session.call_tool("caller_count_remote", {"text": "a b c d"})) == 4
             assert value(await session.call_tool("caller_count_remote", {"text": "e f"})) == 2
-            late = error(await session.call_tool("caller_nap_remote", {"seconds": 3}))
+            late = error(await session.call_tool("caller_nap_remote", {"seconds": 1.5}))
             assert "did not answer within 0.5 s" in late and remote.url in late
             missing = error(await session.call_tool("caller_missing_remote", {}))
             assert "no_such_tool" in missing

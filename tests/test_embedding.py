@@ -125,6 +125,7 @@ def test_unsupported_state_urls_are_refused() -> None:
 
 
 _writing = threading.Event()
+_release = threading.Event()
 
 
 @component(stateful=True, durability="memory")
@@ -139,9 +140,10 @@ class Board(Stateful):
 
     @tool
     async def slow_write(self, value: int) -> int:
+        """Writes, then holds the turn (uncommitted) until the test releases it."""
         self.state["v"] = value
         _writing.set()
-        await asyncio.sleep(0.3)
+        await asyncio.to_thread(_release.wait, 30)
         return int(self.state["v"])
 
     @tool
@@ -153,11 +155,16 @@ async def test_cancelling_a_parked_wait_never_undoes_another_turns_writes() -> N
     async with Host() as host:
         await host.load(Board)
         waiter = asyncio.create_task(host.call("board_wait_ready"))
-        while host.list()[0].details["waiters"] != 1:
-            await asyncio.sleep(0.005)
+        async with asyncio.timeout(30):
+            while host.list()[0].details["waiters"] != 1:
+                await asyncio.sleep(0.005)
         writer = asyncio.create_task(host.call("board_slow_write", {"value": 7}))
         await asyncio.to_thread(_writing.wait, 30)  # the writer holds the turn, mid-body, uncommitted
         waiter.cancel()
+        async with asyncio.timeout(30):
+            while host.list()[0].details["waiters"] != 0:  # the cancellation reached the instance
+                await asyncio.sleep(0.005)
+        _release.set()
         assert await writer == 7
         assert await host.call("board_read") == 7
         assert host.list()[0].details["waiters"] == 0

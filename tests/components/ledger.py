@@ -1,11 +1,22 @@
 """Durable test components: a keyed ledger, hooks that write, and an eagerly activated one."""
 
 import asyncio
+import os
+from pathlib import Path
 
 from statefulmcp import Stateful, component, tool
 
 STARTED: list[str] = []
-"""Accounts whose slow deposit has started (read through `probe_started`, a stateless tool)."""
+"""Accounts whose gated deposit has started (read through `probe_started`, a stateless tool)."""
+
+
+async def until_exists(gate: Path) -> None:
+    """Park until the test creates `gate`: the test decides when slow work ends, not a guessed sleep.
+
+    A file, not a tool call, because the test opens it while the server refuses new calls (drain).
+    """
+    while not await asyncio.to_thread(gate.exists):
+        await asyncio.sleep(0.01)
 
 
 @component(stateful=True, key="account")
@@ -42,9 +53,10 @@ class Ledger(Stateful):
         return size
 
     @tool
-    async def slow_deposit(self, account: str, amount: int, seconds: float) -> int:
+    async def gated_deposit(self, account: str, amount: int, gate: str) -> int:
+        """A deposit held in flight until the file `gate` exists."""
         STARTED.append(account)
-        await asyncio.sleep(seconds)
+        await until_exists(Path(gate))
         self.balance += amount
         self.state["balance"] = self.balance
         return self.balance
@@ -69,7 +81,10 @@ class Sensor(Stateful):
     balance: int
 
     async def on_activate(self) -> None:
-        await asyncio.sleep(1.0)  # slow recovery: /ready must wait for it
+        """A slow recovery, held until the file `$SENSOR_GATE` exists (when set): /ready must wait."""
+        gate = os.environ.get("SENSOR_GATE")
+        if gate:
+            await until_exists(Path(gate))
         self.readings = list(self.state.get("readings", []))
         self.state["activations"] = self.state.get("activations", 0) + 1
 
