@@ -143,6 +143,9 @@ async def test_a_blocking_async_tool_is_reported_by_the_watchdog_and_the_host_re
         assert host.health() is None
 
 
+_woken = threading.Event()
+
+
 @component(stateful=True)
 class Stubborn(Stateful):
     @tool
@@ -150,8 +153,8 @@ class Stubborn(Stateful):
         return 1
 
     @tool
-    def nap(self, seconds: float) -> int:
-        time.sleep(seconds)
+    def nap(self) -> int:
+        _woken.wait(60)
         return 1
 
     async def on_deactivate(self) -> None:
@@ -170,11 +173,13 @@ async def test_an_on_deactivate_that_never_returns_does_not_hang_unload() -> Non
 async def test_a_sync_body_in_flight_does_not_hang_unload() -> None:
     async with Host(hook_seconds=0.5) as host:
         await host.load(Stubborn)
-        nap = asyncio.ensure_future(host.call("stubborn_nap", {"seconds": 3.0}))
+        _woken.clear()
+        nap = asyncio.ensure_future(host.call("stubborn_nap"))
         while not host.list()[0].details.get("sync_threads"):
             await asyncio.sleep(0.01)
         await asyncio.wait_for(host.unload("stubborn"), 20)
-        assert not nap.done()  # unload did not wait for the 3 s body, only for hook_seconds
+        assert not nap.done()  # unload did not wait for the body, only for hook_seconds
+        _woken.set()
         assert await nap == 1  # the body ran to its end (it wrote nothing), and says so
 
 
