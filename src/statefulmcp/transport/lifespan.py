@@ -192,13 +192,17 @@ async def _serve_stdio(
 ) -> None:
     stop = asyncio.Event()
 
-    def on_signal() -> None:
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set() and sig is signal.SIGINT:
+            log.warning("second SIGINT: exiting at once")
+            _exit(130)
+        log.info("received %s: draining, then shutting down", sig.name)
         bound.arm()
         stop.set()
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
+        loop.add_signal_handler(sig, on_signal, sig)
     await _activate(host)
     if stop.is_set():
         return
