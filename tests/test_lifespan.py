@@ -15,6 +15,8 @@ import httpx2 as httpx
 import pytest
 from conftest import COMPONENTS, error, http_session, start_server, value
 
+from statefulmcp.transport.lifespan import EXIT_FORCED
+
 pytestmark = pytest.mark.anyio
 
 
@@ -77,7 +79,7 @@ async def test_calls_still_running_at_the_drain_timeout_get_a_shutting_down_erro
             for name in ("slow_wait_forever", "slow_nap"):
                 result = results[name]
                 assert "shutting down" in error(result), name  # type: ignore[arg-type]
-        assert server.proc.wait(60) in (0, 1)
+        assert server.proc.wait(60) in (0, EXIT_FORCED)
     finally:
         server.stop(sig=signal.SIGKILL)
     assert "ASGI callable returned without completing response" not in server.log()

@@ -5,9 +5,9 @@ open the host -> load every path as one batch -> listen -> eager activation -> r
 down") -> close.
 
 Start-up failures are one line, `cannot start: ...`, and exit code 2, never a traceback. The
-drain timeout is a hard bound: if closing takes longer than `drain_timeout + hook_seconds +
-SHUTDOWN_GRACE` (a hook or a sync body that never returns), the process logs what it abandons
-and exits with code 1.
+drain timeout is a hard bound: the process is gone at most `drain_timeout + SHUTDOWN_GRACE`
+seconds after the signal. If closing is not done by then (a hook or a sync body that never
+returns), it logs what it abandons and exits with `EXIT_FORCED`.
 """
 
 from __future__ import annotations
@@ -32,10 +32,13 @@ from statefulmcp.transport.stdio import checked_stdio
 log = logging.getLogger("statefulmcp")
 
 SHUTDOWN_GRACE = 5.0
-"""Seconds beyond the drain timeout and the hook bound that closing may take before exit is forced."""
+"""Seconds beyond the drain timeout for closing: open connections, `on_deactivate` hooks, the store."""
 
-EXIT_FORCED = 1
-"""The exit code when shutdown had to abandon work (a hook or sync body that never returned)."""
+EXIT_FORCED = 4
+"""The exit code when shutdown had to abandon work (a hook or sync body that never returned).
+
+Distinct from 1, which is what Python exits with on any uncaught exception, so a supervisor can
+tell a bounded but incomplete shutdown from a crash."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,45 +72,64 @@ async def serve(options: ServeOptions) -> int:
     except StoreError as exc:
         log.error("cannot start: %s", exc)
         return 2
+    bound = _ShutdownBound(options.drain_timeout)
     try:
         await host.load_all(options.paths)
         frontend = McpFrontend(host, allow_load=options.allow_load)
         if options.stdio:
-            await _serve_stdio(host, frontend, options)
+            await _serve_stdio(host, frontend, options, bound)
         else:
-            await _serve_http(host, frontend, options)
+            await _serve_http(host, frontend, options, bound)
     except (_CannotStart, ComponentError, ActivationError) as exc:
         log.error("cannot start: %s", exc)
-        await _close(host, options)
+        await _close(host, bound)
         return 2
-    await _close(host, options)
+    await _close(host, bound)
     log.info("stopped cleanly")
     return 0
 
 
-async def _close(host: Host, options: ServeOptions) -> None:
-    _force_exit_after(options.drain_timeout + host.hook_seconds + SHUTDOWN_GRACE, options.drain_timeout)
+async def _close(host: Host, bound: _ShutdownBound) -> None:
+    bound.arm()
     await host.aclose()
 
 
-def _force_exit_after(seconds: float, drain_timeout: float) -> None:
-    """Bound the rest of shutdown: past `seconds`, exit whatever still runs."""
+class _ShutdownBound:
+    """The hard bound on shutdown: armed once, at the signal (or when closing starts without
+    one), it exits the process `drain_timeout + SHUTDOWN_GRACE` seconds later, whatever still runs.
 
-    def force() -> None:
-        stuck = [t.name for t in threading.enumerate() if t.name.startswith("statefulmcp-")]
+    Measured from the signal, so an operator can set `--drain-timeout` below a supervisor's
+    kill deadline (Kubernetes' grace period, systemd's TimeoutStopSec) and know it holds.
+    """
+
+    def __init__(self, drain_timeout: float) -> None:
+        self._drain_timeout = drain_timeout
+        self._timer: threading.Timer | None = None
+
+    def arm(self) -> None:
+        if self._timer is not None:
+            return
+        self._timer = threading.Timer(self._drain_timeout + SHUTDOWN_GRACE, self._force)
+        self._timer.daemon = True
+        self._timer.name = "statefulmcp-shutdown-bound"
+        self._timer.start()
+
+    def _force(self) -> None:
+        stuck = [
+            t.name
+            for t in threading.enumerate()
+            if t.name.startswith("statefulmcp-") and t is not threading.current_thread()
+        ]
         log.error(
-            "shutdown did not finish within %.0f s (drain timeout %.0f s + hooks + grace); exiting now, "
-            "abandoning: %s",
-            seconds,
-            drain_timeout,
+            "shutdown did not finish within %g s of the signal (drain timeout %g s + %g s to close); "
+            "exiting with code %d, abandoning: %s",
+            self._drain_timeout + SHUTDOWN_GRACE,
+            self._drain_timeout,
+            SHUTDOWN_GRACE,
+            EXIT_FORCED,
             ", ".join(stuck) or "nothing named",
         )
         _exit(EXIT_FORCED)
-
-    timer = threading.Timer(seconds, force)
-    timer.daemon = True
-    timer.name = "statefulmcp-shutdown-bound"
-    timer.start()
 
 
 def _exit(code: int) -> None:
@@ -137,7 +159,9 @@ async def _activate(host: Host, readiness: Readiness | None = None) -> None:
         readiness.ready = True
 
 
-async def _serve_http(host: Host, frontend: McpFrontend, options: ServeOptions) -> None:
+async def _serve_http(
+    host: Host, frontend: McpFrontend, options: ServeOptions, bound: _ShutdownBound
+) -> None:
     bind_host, port = options.http
     try:
         sock = bind(bind_host, port)
@@ -147,6 +171,7 @@ async def _serve_http(host: Host, frontend: McpFrontend, options: ServeOptions) 
     app = build_app(frontend, readiness, bind_host=bind_host)
 
     async def stopping() -> None:
+        bound.arm()
         readiness.draining = True
         await host.drain(options.drain_timeout)
 
@@ -162,20 +187,35 @@ async def _serve_http(host: Host, frontend: McpFrontend, options: ServeOptions) 
     await serving
 
 
-async def _serve_stdio(host: Host, frontend: McpFrontend, options: ServeOptions) -> None:
-    await _activate(host)
+async def _serve_stdio(
+    host: Host, frontend: McpFrontend, options: ServeOptions, bound: _ShutdownBound
+) -> None:
     stop = asyncio.Event()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set() and sig is signal.SIGINT:
+            log.warning("second SIGINT: exiting at once")
+            _exit(130)
+        log.info("received %s: draining, then shutting down", sig.name)
+        bound.arm()
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with checked_stdio() as (read, write):
+        loop.add_signal_handler(sig, on_signal, sig)
+    await _activate(host)
+    if stop.is_set():
+        return
+    async with checked_stdio() as channel:
         serving = asyncio.create_task(
-            frontend.server.run(read, write, frontend.server.create_initialization_options())
+            frontend.server.run(channel.read, channel.write, frontend.server.create_initialization_options())
         )
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if stop.is_set():
             await host.drain(options.drain_timeout)
+            await channel.finish(SHUTDOWN_GRACE)
+            await asyncio.wait({serving}, timeout=SHUTDOWN_GRACE)
         serving.cancel()
         stopping.cancel()
         await asyncio.gather(serving, stopping, return_exceptions=True)
