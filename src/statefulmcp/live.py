@@ -107,17 +107,19 @@ class LiveComponent:
             ) from None
         return finish(value)
 
-    def _limit(self, tool: ToolSpec) -> float | None:
+    def _per_tool(self, tool: ToolSpec) -> bool:
+        """Whether the tool's own `@tool(timeout=...)` is the limit (it is, unless the cap is lower)."""
         cap = self.max_call_seconds
-        if tool.timeout is not None and (cap is None or tool.timeout <= cap):
-            return tool.timeout
-        return cap
+        return tool.timeout is not None and (cap is None or tool.timeout <= cap)
+
+    def _limit(self, tool: ToolSpec) -> float | None:
+        return tool.timeout if self._per_tool(tool) else self.max_call_seconds
 
     def _source(self, tool: ToolSpec) -> str:
         """Where the limit `_limit` chose was set, for the error (built only when one fires)."""
-        cap = self.max_call_seconds
-        if tool.timeout is not None and (cap is None or tool.timeout <= cap):
+        if self._per_tool(tool):
             return f"@tool(timeout={tool.timeout:g})"
+        cap = self.max_call_seconds
         return f"the server-wide limit, --max-call-seconds {cap:g} or Host(max_call_seconds={cap:g})"
 
     async def _call(self, tool: ToolSpec, arguments: dict[str, Any], finish: Callable[[Any], Any]) -> Any:
@@ -149,8 +151,13 @@ class LiveComponent:
         """
         if tool.is_async:
             return lambda: tool.call(instance.obj, arguments)
-        pool = self.engine.wasm_pool if self.spec.sandboxed else self.engine.pool
-        return lambda: self.slots.run(functools.partial(tool.call, instance.obj, arguments), pool)
+        return lambda: self.slots.run(functools.partial(tool.call, instance.obj, arguments), self._pool)
+
+    @property
+    def _pool(self) -> Any:
+        """Where this component's sync code runs: Wasm calls on their own pool, so a hung sandbox
+        cannot take the threads Python sync tools run on."""
+        return self.engine.wasm_pool if self.spec.sandboxed else self.engine.pool
 
     def _unloaded(self) -> ToolCallError:
         return ToolCallError(f"component {self.name!r} was unloaded; list the tools again")
@@ -192,8 +199,7 @@ class LiveComponent:
         try:
             if is_async:
                 return await fn()
-            pool = self.engine.wasm_pool if self.spec.sandboxed else self.engine.pool
-            return await self.slots.run(fn, pool, hold=hold)
+            return await self.slots.run(fn, self._pool, hold=hold)
         except asyncio.CancelledError:
             if cancel_requested():
                 raise

@@ -293,9 +293,14 @@ class SqliteStore:
             self._flush()  # commits gathered earlier go first: a read must see them
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._submitted += 1
-        self._jobs.put((work, loop, future, write))
+        self._enqueue((work, loop, future, write))
         return await future
+
+    def _enqueue(self, job: _Job) -> None:
+        """Hand one job to the writer thread; `_submitted` counts it so an inline commit can tell
+        whether anything is queued ahead of it (the writer counts `_served`)."""
+        self._submitted += 1
+        self._jobs.put(job)
 
     def _flush(self) -> None:
         """Send the commits gathered in this loop iteration: a lone one inline, several as a group.
@@ -308,8 +313,7 @@ class SqliteStore:
         if len(batch) == 1 and self._commit_inline(*batch[0]):
             return
         for commit, loop, future in batch:
-            self._submitted += 1
-            self._jobs.put((commit, loop, future, True))
+            self._enqueue((commit, loop, future, True))
 
     def _commit_inline(
         self, commit: _Commit, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]
@@ -351,8 +355,7 @@ class SqliteStore:
         future: asyncio.Future[Any] = _Handed(loop=loop)
         if self._submitted != self._served and not self._batch:
             # The writer is busy: this commit joins its next group, with no detour.
-            self._submitted += 1
-            self._jobs.put((_Commit(changes), loop, future, True))
+            self._enqueue((_Commit(changes), loop, future, True))
         else:
             self._batch.append((_Commit(changes), loop, future))
             if len(self._batch) == 1:
