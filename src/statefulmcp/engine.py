@@ -6,8 +6,9 @@ transport (or any other caller) runs on another loop and hands work over through
 
 The bridge is on the hot path of every stateful call, so it batches: a burst of calls from one
 side costs one wake-up of the other side (one `call_soon_threadsafe`, one self-pipe write), not
-one per call. `_Mailbox` is that batching queue; there is one into the engine and one back into
-each caller loop.
+one per call. `_Mailbox` is that batching queue, one per event loop (`mailbox(loop)`): the
+engine's inbox, and the way back into each caller loop. It is the only way work crosses threads
+here: the bridge posts through it both ways, and the SQLite writer thread answers commits through it.
 """
 
 from __future__ import annotations
@@ -70,6 +71,25 @@ class _Mailbox:
                 log.exception("engine callback failed")
 
 
+_mailboxes: WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = WeakKeyDictionary()
+_mailboxes_lock = threading.Lock()
+
+
+def mailbox(loop: asyncio.AbstractEventLoop) -> _Mailbox:
+    """The one mailbox into `loop`, made on first use and gone with the loop.
+
+    One per loop, not one per sender: replies from the writer thread and calls from the transport
+    that reach the engine together are drained by the same wake-up.
+    """
+    box = _mailboxes.get(loop)
+    if box is None:
+        with _mailboxes_lock:
+            box = _mailboxes.get(loop)
+            if box is None:
+                box = _mailboxes[loop] = _Mailbox(loop)
+    return box
+
+
 class Engine:
     """Owns the engine thread and its loop, the precise clock, the deadline sweeper and the watchdog.
 
@@ -80,9 +100,7 @@ class Engine:
 
     def __init__(self, *, workers: int = 32, stall_seconds: float = 2.0) -> None:
         self.loop = uvloop.new_event_loop()
-        self._inbox = _Mailbox(self.loop)
-        self._replies: WeakKeyDictionary[asyncio.AbstractEventLoop, _Mailbox] = WeakKeyDictionary()
-        self._replies_lock = threading.Lock()
+        self._inbox = mailbox(self.loop)
         self._thread = threading.Thread(target=self._run, name="statefulmcp-engine", daemon=True)
         self.pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="statefulmcp-sync"
@@ -170,15 +188,6 @@ class Engine:
         self.clock.wake_at(when, self.loop, future)
         await future
 
-    def _reply_box(self, loop: asyncio.AbstractEventLoop) -> _Mailbox:
-        box = self._replies.get(loop)
-        if box is None:
-            with self._replies_lock:
-                box = self._replies.get(loop)
-                if box is None:
-                    box = self._replies[loop] = _Mailbox(loop)
-        return box
-
     async def run(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run the coroutine `make()` as a task on the engine loop and await its result here.
 
@@ -191,7 +200,7 @@ class Engine:
             raise RuntimeError("the engine is not running")
         caller = asyncio.get_running_loop()
         result: asyncio.Future[T] = caller.create_future()
-        replies = self._reply_box(caller)
+        replies = mailbox(caller)
         handle: list[asyncio.Task[T]] = []
         ctx = contextvars.copy_context()
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from statefulmcp.engine import mailbox
 from statefulmcp.state import DELETED, Change, StoreError, Sync
 
 log = logging.getLogger("statefulmcp.state")
@@ -447,13 +448,14 @@ def _cause(exc: BaseException) -> str:
 
 
 def _reply(results: list[tuple[_Job, Any, BaseException | None]]) -> None:
-    """Hand each result back to its caller's loop, one wake-up per loop."""
+    """Hand each result back to its caller's loop through that loop's mailbox, one post per loop
+    (on the engine loop, drained together with whatever else reached the engine meanwhile)."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Any, BaseException | None]]] = {}
     for item in results:
         by_loop.setdefault(item[0][1], []).append(item)
     for loop, items in by_loop.items():
         try:
-            loop.call_soon_threadsafe(_settle, items)
+            mailbox(loop).post(_settle, items)
         except RuntimeError:
             log.debug("a store reply's loop is closed; dropping the reply")
 
