@@ -102,4 +102,26 @@ def test_deletes_and_upserts_are_durable_and_close_leaves_no_store_thread(tmp_pa
     assert rows[("c", "k", "b")] == "2" and ("c", "k", "a") not in rows
     assert all(rows[("c", f"k{i}", "a")] == str(i) for i in range(20))
     # The store's own threads only: other tests in this worker may leave a wasm ticker lingering.
-    assert not [t for t in threading.enumerate() if t.name in ("statefulmcp-store", "statefulmcp-checkpoint")]
+    assert not [t for t in threading.enumerate() if t.name == "statefulmcp-store"]
+
+
+def test_the_wal_stays_bounded_under_a_steady_stream_of_commits(tmp_path: Path) -> None:
+    """Lone commits (inline) and concurrent ones (groups on the writer), thousands of them, never
+    pause long enough for an outside checkpoint to catch up: the store's own checkpoints must
+    rewind the WAL, or it grows without bound and every commit extends the file."""
+    from statefulmcp.state.sqlite import CHECKPOINT_TURNS
+
+    store = SqliteStore(tmp_path / "s.db")
+
+    async def scenario() -> None:
+        for i in range(10 * CHECKPOINT_TURNS):
+            await store.commit([Change("c", "solo", {"n": str(i)})])
+        for i in range(10 * CHECKPOINT_TURNS // 16):
+            await asyncio.gather(*(store.commit([Change("c", f"k{j}", {"n": str(i)})]) for j in range(16)))
+
+    asyncio.run(scenario())
+    wal = (tmp_path / "s.db-wal").stat().st_size
+    store.close()
+    page = 4096 + 24  # a WAL frame: one page and its header
+    assert wal <= 4 * CHECKPOINT_TURNS * page, wal
+    assert _rows(tmp_path / "s.db")[("c", "solo", "n")] == str(10 * CHECKPOINT_TURNS - 1)

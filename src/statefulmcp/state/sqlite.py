@@ -27,11 +27,13 @@ from statefulmcp.state import DELETED, Change, StoreError, Sync
 
 log = logging.getLogger("statefulmcp.state")
 
-CHECKPOINT_SECONDS = 0.5
-"""How often the WAL is copied back into the database file."""
+CHECKPOINT_TURNS = 256
+"""After this many committed turns the writer copies the WAL back into the database file.
 
-WAL_RESTART_BYTES = 1024 * 1024
-"""Past this size the WAL is rewound (see `_checkpoint`), so it stays about this big."""
+About 1 MiB of WAL when each turn changes one page. A checkpoint that completes lets the next
+commit write from the start of the WAL again, so the file stops growing: a commit that extends
+the file pays for it in its fsync (about twice the cost on the disks measured).
+"""
 
 INLINE_COMMIT_SECONDS = 0.002
 """A commit runs inline on the caller's thread while the recent ones took less than this.
@@ -54,6 +56,9 @@ CREATE TABLE IF NOT EXISTS state (
 """
 
 _Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, asyncio.Future[Any], bool]
+
+_CHECKPOINT: Any = ("checkpoint",)
+"""Queued by an inline commit that crossed `CHECKPOINT_TURNS`, to wake the writer for a checkpoint."""
 
 
 class SqliteStore:
@@ -78,13 +83,10 @@ class SqliteStore:
         self._recent: deque[float] = deque(maxlen=8)
         self._batch: list[tuple[_Commit, asyncio.AbstractEventLoop, asyncio.Future[Any]]] = []
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._unchecked = 0  # turns committed since the last checkpoint (under `_db_lock`)
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="statefulmcp-store", daemon=True)
         self._thread.start()
-        self._closing = threading.Event()
-        self._checkpointer = threading.Thread(
-            target=self._checkpoint, name="statefulmcp-checkpoint", daemon=True
-        )
-        self._checkpointer.start()
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -113,7 +115,7 @@ class SqliteStore:
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL").fetchone()
             db.execute(f"PRAGMA synchronous={'FULL' if self.sync == 'os' else 'NORMAL'}")
-            # Checkpoints run on their own thread (see `_checkpoint`), never inside a commit.
+            # Checkpoints run on the writer thread between commits (see `_checkpoint`), never inside one.
             db.execute("PRAGMA wal_autocheckpoint=0")
             db.execute(_SCHEMA)
             db.execute("SELECT count(*) FROM (SELECT 1 FROM state LIMIT 1)").fetchone()
@@ -161,7 +163,7 @@ class SqliteStore:
                 job = self._jobs.get_nowait()
             except queue.Empty:
                 return
-            if job is not None:
+            if job is not None and job is not _CHECKPOINT:
                 _reply([(job, None, StoreError(self._broken or "the store is closed"))])
 
     def _serve_forever(self) -> None:
@@ -181,48 +183,31 @@ class SqliteStore:
                     break
                 batch.append(more)
             with self._db_lock:
-                self._serve(db, batch)
+                self._serve(db, [job for job in batch if job is not _CHECKPOINT])
+                if self._unchecked >= CHECKPOINT_TURNS:
+                    self._checkpoint(db)
             self._served += len(batch)
         with contextlib.suppress(sqlite3.Error):  # leave a small WAL behind; not needed for safety
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         db.close()
 
-    def _checkpoint(self) -> None:
-        """Copy the WAL back into the database file, off the commit path.
+    def _checkpoint(self, db: sqlite3.Connection) -> None:
+        """Copy the WAL back into the database file, on the writer's own connection, between commits.
 
-        SQLite's automatic checkpoint runs inside whichever commit crosses the threshold, which
-        then stalls for many milliseconds of I/O while every turn in its group waits. A passive
-        checkpoint on a second connection never blocks the writer.
-
-        But under a steady stream of commits a passive checkpoint never catches up with the last
-        frame, so the WAL is never rewound: it grows without bound, and every commit then extends
-        the file, which makes its fsync about twice as slow. Once the WAL passes
-        `WAL_RESTART_BYTES` a RESTART checkpoint briefly holds writers back so the next commit
-        writes from the start of the file again (its pages are few: the latest version of each).
+        SQLite's automatic checkpoint would run inside whichever commit crosses its threshold,
+        stalling every turn of that group for the checkpoint's I/O. Here the group's replies have
+        already gone out. A checkpoint on another connection, beside a steady stream of commits,
+        never catches up with the last frame, so the WAL never rewinds and grows without bound;
+        on the writer's connection nothing writes meanwhile, so it completes and the next commit
+        starts the WAL over.
         """
-        try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        except sqlite3.Error:
-            log.exception(
-                "cannot open a checkpoint connection to %s; the WAL will grow until restart", self.path
-            )
+        self._unchecked = 0
+        if self.health() is not None:
             return
-        with contextlib.closing(db):
-            while not self._closing.wait(CHECKPOINT_SECONDS):
-                if self.health() is not None:
-                    continue
-                try:
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    if self._wal_bytes() > WAL_RESTART_BYTES:
-                        db.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
-                except sqlite3.Error as exc:
-                    log.warning("checkpoint of %s failed (will retry): %s", self.path, exc)
-
-    def _wal_bytes(self) -> int:
         try:
-            return os.stat(f"{self.path}-wal").st_size
-        except OSError:
-            return 0
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            log.warning("checkpoint of %s failed (will retry): %s", self.path, exc)
 
     def _serve(self, db: sqlite3.Connection, batch: list[_Job]) -> None:
         """Serve a batch in arrival order: each run of writes is one transaction (group commit).
@@ -278,6 +263,7 @@ class SqliteStore:
             outs = [None if isinstance(job[0], _Commit) else job[0](db) for job in jobs]
             db.execute("COMMIT")
             self._recent.append(time.perf_counter() - started)
+            self._unchecked += len(jobs)
             return outs
         except BaseException:
             if db.in_transaction:
@@ -329,6 +315,8 @@ class SqliteStore:
             if self._submitted != self._served:
                 return False
             ((_, _, error),) = self._write(self._db, [(commit, loop, future, True)])
+            if self._unchecked >= CHECKPOINT_TURNS:
+                self._enqueue(_CHECKPOINT)  # the writer checkpoints, off this (the engine's) thread
         finally:
             self._db_lock.release()
         if not future.done():
@@ -393,7 +381,6 @@ class SqliteStore:
 
     def close(self) -> None:
         self._closing.set()
-        self._checkpointer.join()
         if self._thread.is_alive():
             self._jobs.put(None)
             self._thread.join()
