@@ -170,6 +170,54 @@ async def test_an_on_deactivate_that_never_returns_does_not_hang_unload() -> Non
         assert await host.call("stubborn_touch") == 1
 
 
+_deactivating: list[str] = []
+_let_go = threading.Event()
+
+
+class _Lingering(Stateful):
+    """`on_deactivate` lingers until the test lets go (the hook bound is far away)."""
+
+    @tool
+    async def touch(self) -> int:
+        return 1
+
+    async def on_deactivate(self) -> None:
+        _deactivating.append(type(self).__name__)
+        while not _let_go.is_set():
+            await asyncio.sleep(0.01)
+
+
+@component(stateful=True)
+class LingerOne(_Lingering):
+    pass
+
+
+@component(stateful=True)
+class LingerTwo(_Lingering):
+    pass
+
+
+async def test_shutdown_runs_the_on_deactivate_hooks_of_all_components_side_by_side() -> None:
+    """Each hook is bounded by hook_seconds; one after another, N stuck components would hold
+    shutdown N times that bound (past the drain timeout + 5 s that the server promises)."""
+    _deactivating.clear()
+    _let_go.clear()
+    host = Host(hook_seconds=60)
+    await host.__aenter__()
+    try:
+        await host.load(LingerOne)
+        await host.load(LingerTwo)
+        assert await host.call("linger_one_touch") == await host.call("linger_two_touch") == 1
+        closing = asyncio.ensure_future(host.aclose())
+        async with asyncio.timeout(30):  # far below hook_seconds: both hooks run at once
+            while len(_deactivating) < 2:
+                await asyncio.sleep(0.01)
+        assert sorted(_deactivating) == ["LingerOne", "LingerTwo"]
+    finally:
+        _let_go.set()
+    await closing
+
+
 async def test_a_sync_body_in_flight_does_not_hang_unload() -> None:
     async with Host(hook_seconds=0.5) as host:
         await host.load(Stubborn)

@@ -35,6 +35,7 @@ def test_an_eager_activation_failure_stops_start_up_with_one_line_and_exit_2(tmp
     log = server.log()
     assert "cannot start: on_activate of fragile/(singleton) failed: ConnectionError: device" in log
     assert "Traceback" not in log
+    assert "tries again" not in log  # no call retries it: the server did not start
 
 
 def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:

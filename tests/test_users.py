@@ -208,6 +208,35 @@ async def test_a_keyed_instance_knows_its_key_on_activation() -> None:
         assert await host.call("device_which", {"device": "d7"}) == "connection to d7"
 
 
+_flaky_activations: list[int] = []
+
+
+@component(stateful=True, key="device", durability="memory")
+class FlakyDevice(Stateful):
+    async def on_activate(self) -> None:
+        _flaky_activations.append(1)
+        if len(_flaky_activations) == 1:
+            raise ConnectionError("device not answering")
+
+    @tool
+    async def ping(self, device: str) -> str:
+        return "pong"
+
+
+async def test_a_failed_lazy_activation_says_the_next_call_tries_again_and_it_does() -> None:
+    _flaky_activations.clear()
+    async with Host() as host:
+        await host.load(FlakyDevice)
+        with pytest.raises(
+            ToolCallError,
+            match=r"on_activate of flaky_device/d1 failed: ConnectionError: "
+            r"device not answering; the next call tries again",
+        ):
+            await host.call("flaky_device_ping", {"device": "d1"})
+        assert await host.call("flaky_device_ping", {"device": "d1"}) == "pong"
+        assert len(_flaky_activations) == 2
+
+
 async def test_an_eager_singleton_starts_on_first_boot_before_ready(tmp_path: Path) -> None:
     with running(COMPONENTS / "users_eager.py", tmp=tmp_path) as server:
         async with http_session(server.url) as session:

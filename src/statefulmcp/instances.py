@@ -400,7 +400,7 @@ class Instance:
             except Exception as exc:
                 raise ActivationError(
                     f"on_activate of {owner.name}/{self.store_key or '(singleton)'} failed: "
-                    f"{type(exc).__name__}: {exc}; the next call tries again"
+                    f"{type(exc).__name__}: {exc}"
                 ) from exc
             finally:
                 self.activating = False

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from statefulmcp._errors import ToolCallError
+from statefulmcp._errors import ActivationError, ToolCallError
 from statefulmcp.background import Background, LoopStats
 from statefulmcp.components import ComponentSpec, ToolSpec
 from statefulmcp.engine import Engine, SyncSlots
@@ -135,6 +135,9 @@ class LiveComponent:
 
             try:
                 return await instance.turn(self._body(tool, instance, arguments), finish)
+            except ActivationError as exc:
+                # Said here, not at eager activation: there a failure stops start-up instead.
+                raise ActivationError(f"{exc}; the next call tries again") from exc.__cause__
             except Stale:
                 if self.closed:
                     raise self._unloaded() from None
