@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -18,6 +19,9 @@ import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
+
+from statefulmcp import StoreError
+from statefulmcp.state import Change, CommitChain
 
 COMPONENTS = Path(__file__).parent / "components"
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -146,3 +150,53 @@ def text(result: CallToolResult) -> str:
 def error(result: CallToolResult) -> str:
     assert result.is_error, f"expected an error, got {result}"
     return text(result)
+
+
+class MemoryStore:
+    """An in-memory `Store` for in-process tests, whose commits can be made to fail or to wait.
+
+    `failing`: every commit fails. `fail_next`: the next commit to be decided fails. `held`: an
+    unset event makes commits wait (counted in `waiting`) until it is set, then they are decided
+    in the order they were made. Chains behave as `CommitChain` says.
+    """
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], dict[str, str]] = {}
+        self.failing = False
+        self.fail_next = False
+        self.held: asyncio.Event | None = None
+        self.waiting = 0
+
+    async def load(self, component: str, key: str) -> dict[str, Any]:
+        return dict(self.rows.get((component, key), {}))
+
+    async def commit(self, changes: list[Change], *, chain: CommitChain | None = None) -> None:
+        if self.held is not None:
+            self.waiting += 1
+            await self.held.wait()
+        if chain is not None and chain.failed:
+            raise StoreError("an earlier commit of this instance failed; nothing of this turn was written")
+        if self.failing or self.fail_next:
+            self.fail_next = False
+            if chain is not None:
+                chain.failed = True
+            raise StoreError("disk full; nothing of this turn was written")
+        for change in changes:
+            row = self.rows.setdefault((change.component, change.key), {})
+            for name, text in change.names.items():
+                if isinstance(text, str):
+                    row[name] = text
+                else:
+                    row.pop(name, None)
+
+    async def keys(self, component: str) -> list[str]:
+        return [k for c, k in self.rows if c == component]
+
+    async def purge(self, component: str) -> None:
+        self.rows = {ck: r for ck, r in self.rows.items() if ck[0] != component}
+
+    async def delete_instance(self, component: str, key: str) -> None:
+        self.rows.pop((component, key), None)
+
+    def close(self) -> None:
+        pass

@@ -10,11 +10,10 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import COMPONENTS, EXAMPLES, error, http_session, running, value
+from conftest import COMPONENTS, EXAMPLES, MemoryStore, error, http_session, running, value
 from mcp import ClientSession
 
-from statefulmcp import Host, StoreError
-from statefulmcp.state import Change
+from statefulmcp import Host
 
 pytestmark = pytest.mark.anyio
 
@@ -186,43 +185,8 @@ async def test_a_commit_held_up_past_the_time_limit_is_reported_as_it_landed(tmp
     assert on_disk == in_memory == (2 if acknowledged else 1)
 
 
-class _FlakyStore:
-    """An in-memory `Store` whose next commit can be made to fail."""
-
-    def __init__(self) -> None:
-        self.rows: dict[tuple[str, str], dict[str, str]] = {}
-        self.fail_next = False
-
-    async def load(self, component: str, key: str) -> dict[str, Any]:
-        return dict(self.rows.get((component, key), {}))
-
-    async def commit(self, changes: list[Change]) -> None:
-        if self.fail_next:
-            self.fail_next = False
-            raise StoreError("disk full; nothing of this turn was written")
-        for change in changes:
-            row = self.rows.setdefault((change.component, change.key), {})
-            for name, text in change.names.items():
-                if isinstance(text, str):
-                    row[name] = text
-                else:
-                    row.pop(name, None)
-
-    async def keys(self, component: str) -> list[str]:
-        return [k for c, k in self.rows if c == component]
-
-    async def purge(self, component: str) -> None:
-        self.rows = {ck: r for ck, r in self.rows.items() if ck[0] != component}
-
-    async def delete_instance(self, component: str, key: str) -> None:
-        self.rows.pop((component, key), None)
-
-    def close(self) -> None:
-        pass
-
-
 async def test_the_shipped_examples_do_not_count_a_failed_call() -> None:
-    store = _FlakyStore()
+    store = MemoryStore()
     async with Host(state=store) as host:
         await host.load(EXAMPLES / "counter.py")
         await host.load(EXAMPLES / "ticker.py")

@@ -125,3 +125,32 @@ def test_the_wal_stays_bounded_under_a_steady_stream_of_commits(tmp_path: Path) 
     page = 4096 + 24  # a WAL frame: one page and its header
     assert wal <= 4 * CHECKPOINT_TURNS * page, wal
     assert _rows(tmp_path / "s.db")[("c", "solo", "n")] == str(10 * CHECKPOINT_TURNS - 1)
+
+
+def test_commits_of_a_failed_chain_fail_without_writing_and_others_are_untouched(tmp_path: Path) -> None:
+    """A pipelined tick's commit fails (here: a name SQLite cannot take); the commits of the same
+    instance queued after it ran on its writes, so they fail too, in the same group or later.
+    Another instance's commit in the same group, and a commit without a chain, land."""
+    from statefulmcp.state import CommitChain
+
+    store = SqliteStore(tmp_path / "s.db")
+    chain = CommitChain()
+
+    async def scenario() -> list[bool]:
+        results = await asyncio.gather(
+            store.commit([Change("c", "k", {"n": "1"})], chain=chain),
+            store.commit([Change("c", "k", {"\ud800": "x", "n": "2"})], chain=chain),
+            store.commit([Change("c", "k", {"n": "3"})], chain=chain),
+            store.commit([Change("c", "other", {"n": "9"})]),
+            return_exceptions=True,
+        )
+        later = await asyncio.gather(
+            store.commit([Change("c", "k", {"n": "4"})], chain=chain), return_exceptions=True
+        )
+        return [isinstance(r, StoreError) for r in [*results, *later]]
+
+    failed = asyncio.run(scenario())
+    store.close()
+    assert failed == [False, True, True, False, True]
+    assert _rows(tmp_path / "s.db") == {("c", "k", "n"): "1", ("c", "other", "n"): "9"}
+    assert chain.failed

@@ -3,15 +3,15 @@ a reply acknowledged is lost to kill -9, and a reply never acknowledges a write 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import signal
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import COMPONENTS, http_session, running, start_server, value
+from conftest import COMPONENTS, MemoryStore, http_session, running, start_server, value
 
-from statefulmcp import Host, Stateful, StoreError, ToolCallError, background, component, tool
-from statefulmcp.state import Change
+from statefulmcp import Host, Stateful, ToolCallError, background, component, tool
 
 pytestmark = pytest.mark.anyio
 
@@ -33,35 +33,6 @@ async def test_kill_9_never_loses_a_tick_a_reply_acknowledged(tmp_path: Path, ac
     assert restored >= max(acknowledged) > 0
 
 
-class _Store:
-    """An in-memory store whose commits fail while `failing` is set."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, str] = {}
-        self.failing = False
-
-    async def load(self, component: str, key: str) -> dict[str, Any]:
-        return dict(self.rows)
-
-    async def commit(self, changes: list[Change]) -> None:
-        if self.failing:
-            raise StoreError("disk full; nothing of this turn was written")
-        for change in changes:
-            self.rows.update({k: v for k, v in change.names.items() if isinstance(v, str)})
-
-    async def keys(self, component: str) -> list[str]:
-        return [""] if self.rows else []
-
-    async def purge(self, component: str) -> None:
-        self.rows.clear()
-
-    async def delete_instance(self, component: str, key: str) -> None:
-        self.rows.clear()
-
-    def close(self) -> None:
-        pass
-
-
 @component(stateful=True)
 class Pulse(Stateful):
     @background(every=0.002)
@@ -74,7 +45,7 @@ class Pulse(Stateful):
 
 
 async def test_a_failed_tick_commit_drops_the_instance_and_no_reply_acknowledges_it() -> None:
-    store = _Store()
+    store = MemoryStore()
     async with Host(state=store) as host:
         await host.load(Pulse)
         while await host.call("pulse_n") < 3:
@@ -84,5 +55,51 @@ async def test_a_failed_tick_commit_drops_the_instance_and_no_reply_acknowledges
             for _ in range(10_000):
                 await host.call("pulse_n")
         store.failing = False
-        durable = int(store.rows["n"])
+        durable = int(store.rows[("pulse", "")]["n"])
         assert await host.call("pulse_n") >= durable  # a fresh instance, from what the store holds
+
+
+_loaded: list[int] = []
+
+
+@component(stateful=True)
+class Trail(Stateful):
+    """Each tick builds on the last; a fresh instance records what it was built from."""
+
+    async def on_activate(self) -> None:
+        _loaded.append(int(self.state.get("n", 0)))
+
+    @background(every=0.002)
+    async def tick(self) -> None:
+        self.state["n"] = self.state.get("n", 0) + 1
+
+    @tool
+    async def n(self) -> int:
+        return int(self.state.get("n", 0))
+
+
+async def test_after_a_failed_tick_commit_no_later_tick_commit_lands() -> None:
+    """Ticks N+1, N+2... were handed over while tick N's commit was in flight, and were built on
+    its writes. If N fails and they landed, the disk would hold a state memory never had (their
+    writes without N's); they fail with it, and the fresh instance starts from before N."""
+    _loaded.clear()
+    store = MemoryStore()
+    async with Host(state=store) as host:
+        await host.load(Trail)
+        assert await host.call("trail_n") >= 0  # activates the instance; its ticks start
+        async with asyncio.timeout(30):
+            while int(store.rows.get(("trail", ""), {}).get("n", "0")) < 3:
+                await asyncio.sleep(0.002)
+        held = store.held = asyncio.Event()
+        async with asyncio.timeout(30):
+            while store.waiting < 4:  # tick N and three ticks after it, all in flight
+                await asyncio.sleep(0.002)
+        before = int(store.rows[("trail", "")]["n"])
+        store.fail_next = True
+        store.held = None
+        held.set()
+        async with asyncio.timeout(30):
+            while len(_loaded) < 2:  # dropped; the next call activates it again from the store
+                with contextlib.suppress(ToolCallError):  # a call may see the old one dropped
+                    await host.call("trail_n")
+    assert _loaded[1] == before

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from statefulmcp._errors import ActivationError, InstanceLost, StatefulMCPError, StoreError, ToolCallError
 from statefulmcp.engine import outcome
-from statefulmcp.state import Change
+from statefulmcp.state import Change, CommitChain
 from statefulmcp.state.view import StateView
 
 if TYPE_CHECKING:
@@ -83,6 +83,7 @@ class Instance:
         "activated",
         "activating",
         "background",
+        "chain",
         "dropped",
         "ending",
         "holder",
@@ -112,6 +113,7 @@ class Instance:
         self.background: Background | None = None
         self.pending: asyncio.Future[None] | None = None
         self.in_flight = 0
+        self.chain = CommitChain()
         self.wake_scheduled = False
 
     @property
@@ -250,7 +252,9 @@ class Instance:
         except BaseException:
             view.rollback()
             raise
-        commit = store.commit([Change(self.owner.name, self.store_key, names)])
+        # Chained while a tick's commit may still be in flight: this turn may have seen its writes.
+        chain = self.chain if pipeline or self.pending is not None else None
+        commit = store.commit([Change(self.owner.name, self.store_key, names)], chain=chain)
         if pipeline and self.in_flight < MAX_PIPELINED:
             view.accept()
             self._pipeline(asyncio.ensure_future(commit))
@@ -271,6 +275,7 @@ class Instance:
         the store's: the instance is dropped and the next call activates it from there.
         """
         previous = self.pending
+        future.add_done_callback(_retrieved)  # a failure before it is acted on by an earlier one
 
         async def chained() -> None:
             if previous is not None:

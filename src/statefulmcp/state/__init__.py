@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 
 from statefulmcp._errors import StoreError
 
-__all__ = ["DELETED", "Change", "Store", "StoreError", "Sync", "store_path"]
+__all__ = ["DELETED", "Change", "CommitChain", "Store", "StoreError", "Sync", "store_path"]
 
 Sync = Literal["os", "process"]
 
@@ -39,6 +39,23 @@ class Change:
     names: dict[str, Any]
 
 
+class CommitChain:
+    """The commits of one instance that may depend on each other: all or nothing, in order.
+
+    A background tick hands its commit over without waiting for it (pipelined), and the next
+    tick builds on memory that already holds the first one's writes. If the first commit then
+    fails while a later one lands, the disk holds a state memory never had. A store that gets a
+    commit with a chain whose `failed` is set fails it without writing anything, and sets
+    `failed` when a chained commit fails. One chain per live instance: a fresh instance, built
+    from what the store holds, starts a fresh chain.
+    """
+
+    __slots__ = ("failed",)
+
+    def __init__(self) -> None:
+        self.failed = False
+
+
 class Store(Protocol):
     """Durable per-instance state. Methods are awaited on the engine loop."""
 
@@ -46,8 +63,11 @@ class Store(Protocol):
         """The committed state of one instance (empty if it has none)."""
         ...
 
-    async def commit(self, changes: list[Change]) -> None:
+    async def commit(self, changes: list[Change], *, chain: CommitChain | None = None) -> None:
         """Make `changes` durable atomically; returns only once they are. Raises `StoreError`.
+
+        With `chain`, fail without writing if an earlier commit of the chain failed (see
+        `CommitChain`); commits are served in the order they are called.
 
         Cancellation-safe: once called, the commit's outcome is the answer. A cancellation that
         arrives meanwhile waits for it (and is then withdrawn), so the caller never hears

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from statefulmcp.engine import mailbox
-from statefulmcp.state import DELETED, Change, StoreError, Sync
+from statefulmcp.state import DELETED, Change, CommitChain, StoreError, Sync
 
 log = logging.getLogger("statefulmcp.state")
 
@@ -239,7 +239,19 @@ class SqliteStore:
     def _write(
         self, db: sqlite3.Connection, jobs: list[_Job]
     ) -> list[tuple[_Job, Any, BaseException | None]]:
-        """Commit `jobs` together; if that fails, one by one, so only the guilty job fails."""
+        """Commit `jobs` together; if that fails, one by one, so only the guilty job fails.
+
+        A job of a failed chain fails without being tried (see `CommitChain`); a failed job fails
+        its chain.
+        """
+        doomed = [job for job in jobs if _chain_failed(job)]
+        if doomed:
+            error = StoreError(
+                f"could not commit state to {self.path}: an earlier commit of this instance failed and "
+                "this turn ran on its writes; nothing of this turn was written"
+            )
+            rest = [job for job in jobs if not _chain_failed(job)]
+            return [(job, None, error) for job in doomed] + (self._write(db, rest) if rest else [])
         try:
             return [(job, out, None) for job, out in zip(jobs, self._transaction(db, jobs), strict=True)]
         except Exception as exc:  # noqa: BLE001 - one job fails, the writer serves on
@@ -248,6 +260,8 @@ class SqliteStore:
                     f"could not commit state to {self.path}: {_cause(exc)}; nothing of this turn was written"
                 )
                 log.error("%s", error)
+                if isinstance(jobs[0][0], _Commit) and jobs[0][0].chain is not None:
+                    jobs[0][0].chain.failed = True
                 return [(jobs[0], None, error)]
         return [item for job in jobs for item in self._write(db, [job])]
 
@@ -337,16 +351,16 @@ class SqliteStore:
 
         return dict(await self._submit(read, write=False))
 
-    async def commit(self, changes: list[Change]) -> None:
+    async def commit(self, changes: list[Change], *, chain: CommitChain | None = None) -> None:
         if self._broken is not None or self._closing.is_set():
             raise StoreError(self._broken or f"the store of {self.path} is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = _Handed(loop=loop)
         if self._submitted != self._served and not self._batch:
             # The writer is busy: this commit joins its next group, with no detour.
-            self._enqueue((_Commit(changes), loop, future, True))
+            self._enqueue((_Commit(changes, chain), loop, future, True))
         else:
-            self._batch.append((_Commit(changes), loop, future))
+            self._batch.append((_Commit(changes, chain), loop, future))
             if len(self._batch) == 1:
                 loop.call_soon(self._flush)
         try:
@@ -401,10 +415,11 @@ class _Handed(asyncio.Future[Any]):
 class _Commit:
     """A commit job: plain data, so the writer can merge a whole group into two statements."""
 
-    __slots__ = ("changes",)
+    __slots__ = ("chain", "changes")
 
-    def __init__(self, changes: list[Change]) -> None:
+    def __init__(self, changes: list[Change], chain: CommitChain | None = None) -> None:
         self.changes = changes
+        self.chain = chain
 
     def __call__(self, db: sqlite3.Connection) -> None:
         _Commit.apply_all(db, [self])
@@ -424,6 +439,11 @@ class _Commit:
             db.executemany("INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?)", upserts)
         if deletes:
             db.executemany("DELETE FROM state WHERE component = ? AND key = ? AND name = ?", deletes)
+
+
+def _chain_failed(job: _Job) -> bool:
+    work = job[0]
+    return isinstance(work, _Commit) and work.chain is not None and work.chain.failed
 
 
 def _cause(exc: BaseException) -> str:
