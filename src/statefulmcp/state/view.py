@@ -14,6 +14,9 @@ from typing import Any
 from statefulmcp._errors import StateValueError
 from statefulmcp.state import DELETED
 
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+"""Compact, strict JSON; one encoder for every commit (`json.dumps` with options builds one per call)."""
+
 __all__ = ["NoState", "StateValueError", "StateView"]
 
 
@@ -88,7 +91,7 @@ class StateView(MutableMapping[str, Any]):
                 out[name] = DELETED
                 continue
             try:
-                out[name] = json.dumps(self._data[name], separators=(",", ":"), allow_nan=False)
+                out[name] = _encode(self._data[name])
             except (TypeError, ValueError) as exc:
                 raise StateValueError(
                     f"self.state[{name!r}] holds a {type(self._data[name]).__name__}, which is not JSON "
