@@ -14,8 +14,17 @@ from typing import Any
 from statefulmcp._errors import StateValueError
 from statefulmcp.state import DELETED
 
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 """Compact, strict JSON; one encoder for every commit (`json.dumps` with options builds one per call)."""
+
+
+def _encode(value: Any) -> str:
+    """`value` as JSON text. A plain int (a counter: the most common state there is) skips the
+    encoder, which builds its C scanner afresh on every call."""
+    if type(value) is int:
+        return str(value)
+    return _encoder.encode(value)
+
 
 __all__ = ["NoState", "StateValueError", "StateView"]
 
