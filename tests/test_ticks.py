@@ -33,8 +33,16 @@ async def test_kill_9_never_loses_a_tick_a_reply_acknowledged(tmp_path: Path, ac
     assert restored >= max(acknowledged) > 0
 
 
+_loaded: list[int] = []
+
+
 @component(stateful=True)
 class Pulse(Stateful):
+    """Each tick builds on the last; each activation records what it was built from."""
+
+    async def on_activate(self) -> None:
+        _loaded.append(int(self.state.get("n", 0)))
+
     @background(every=0.002)
     async def tick(self) -> None:
         self.state["n"] = self.state.get("n", 0) + 1
@@ -59,25 +67,6 @@ async def test_a_failed_tick_commit_drops_the_instance_and_no_reply_acknowledges
         assert await host.call("pulse_n") >= durable  # a fresh instance, from what the store holds
 
 
-_loaded: list[int] = []
-
-
-@component(stateful=True)
-class Trail(Stateful):
-    """Each tick builds on the last; a fresh instance records what it was built from."""
-
-    async def on_activate(self) -> None:
-        _loaded.append(int(self.state.get("n", 0)))
-
-    @background(every=0.002)
-    async def tick(self) -> None:
-        self.state["n"] = self.state.get("n", 0) + 1
-
-    @tool
-    async def n(self) -> int:
-        return int(self.state.get("n", 0))
-
-
 async def test_after_a_failed_tick_commit_no_later_tick_commit_lands() -> None:
     """Ticks N+1, N+2... were handed over while tick N's commit was in flight, and were built on
     its writes. If N fails and they landed, the disk would hold a state memory never had (their
@@ -85,21 +74,21 @@ async def test_after_a_failed_tick_commit_no_later_tick_commit_lands() -> None:
     _loaded.clear()
     store = MemoryStore()
     async with Host(state=store) as host:
-        await host.load(Trail)
-        assert await host.call("trail_n") >= 0  # activates the instance; its ticks start
+        await host.load(Pulse)
+        assert await host.call("pulse_n") >= 0  # activates the instance; its ticks start
         async with asyncio.timeout(30):
-            while int(store.rows.get(("trail", ""), {}).get("n", "0")) < 3:
+            while int(store.rows.get(("pulse", ""), {}).get("n", "0")) < 3:
                 await asyncio.sleep(0.002)
         held = store.held = asyncio.Event()
         async with asyncio.timeout(30):
             while store.waiting < 4:  # tick N and three ticks after it, all in flight
                 await asyncio.sleep(0.002)
-        before = int(store.rows[("trail", "")]["n"])
+        before = int(store.rows[("pulse", "")]["n"])
         store.fail_next = True
         store.held = None
         held.set()
         async with asyncio.timeout(30):
             while len(_loaded) < 2:  # dropped; the next call activates it again from the store
                 with contextlib.suppress(ToolCallError):  # a call may see the old one dropped
-                    await host.call("trail_n")
+                    await host.call("pulse_n")
     assert _loaded[1] == before
