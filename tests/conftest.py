@@ -10,11 +10,12 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -76,12 +77,16 @@ class ServerProcess:
 
 
 def start_server(
-    *args: str | Path, tmp: Path, env: dict[str, str] | None = None, wait: bool = True
+    *args: str | Path,
+    tmp: Path,
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+    bind: str = "127.0.0.1:0",
 ) -> ServerProcess:
-    """Start `statefulmcp serve ARGS --http 127.0.0.1:0` and wait until it says where it listens."""
+    """Start `statefulmcp serve ARGS --http BIND` and wait until it says where it listens."""
     tmp.mkdir(parents=True, exist_ok=True)
     log_path = tmp / f"server-{time.monotonic_ns()}.log"
-    cmd = [sys.executable, "-m", "statefulmcp.cli", "serve", *map(str, args), "--http", "127.0.0.1:0"]
+    cmd = [sys.executable, "-m", "statefulmcp.cli", "serve", *map(str, args), "--http", bind]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp, env={**os.environ, **(env or {})}
@@ -103,8 +108,10 @@ def start_server(
 
 
 @contextmanager
-def running(*args: str | Path, tmp: Path, env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
-    server = start_server(*args, tmp=tmp, env=env)
+def running(
+    *args: str | Path, tmp: Path, env: dict[str, str] | None = None, bind: str = "127.0.0.1:0"
+) -> Iterator[ServerProcess]:
+    server = start_server(*args, tmp=tmp, env=env, bind=bind)
     try:
         yield server
     finally:
@@ -112,9 +119,21 @@ def running(*args: str | Path, tmp: Path, env: dict[str, str] | None = None) -> 
 
 
 @asynccontextmanager
-async def http_session(url: str, mode: str = "legacy", **kwargs: Any) -> AsyncIterator[ClientSession]:
-    """An initialized `ClientSession` over streamable HTTP; `mode` is "legacy" or "modern"."""
-    async with streamable_http_client(url) as (read, write), ClientSession(read, write, **kwargs) as session:
+async def http_session(
+    url: str, mode: str = "legacy", *, token: str | None = None, **kwargs: Any
+) -> AsyncIterator[ClientSession]:
+    """An initialized `ClientSession` over streamable HTTP; `mode` is "legacy" or "modern";
+    `token` is sent as a bearer token."""
+    async with AsyncExitStack() as stack:
+        client = None
+        if token is not None:
+            client = await stack.enter_async_context(
+                httpx2.AsyncClient(
+                    headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30, read=300)
+                )
+            )
+        read, write = await stack.enter_async_context(streamable_http_client(url, http_client=client))
+        session = await stack.enter_async_context(ClientSession(read, write, **kwargs))
         if mode == "legacy":
             await session.initialize()
         else:

@@ -70,7 +70,54 @@ def _parser() -> argparse.ArgumentParser:
         help="cap on every tool call (default 300); @tool(timeout=...) can lower it per tool",
     )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    access = serve.add_argument_group("who may connect (HTTP); see docs/security.md")
+    access.add_argument(
+        "--advertise",
+        metavar="URL",
+        help="the URL clients use to reach this server (e.g. https://tools.example.com/mcp); its host is "
+        "accepted in Host/Origin headers and it names the resource in the OAuth metadata",
+    )
+    access.add_argument(
+        "--allowed-hosts",
+        type=_words,
+        action="extend",
+        default=[],
+        metavar="HOST[:PORT],...",
+        help="more Host header values to accept ('name:*' for any port; '*' turns Host/Origin checks off, "
+        "only behind a proxy that checks them). Loopback names and the bound address are always accepted",
+    )
+    access.add_argument(
+        "--allowed-origins",
+        type=_words,
+        action="extend",
+        default=[],
+        metavar="ORIGIN,...",
+        help="more Origin header values to accept (http(s):// of every allowed host is accepted already)",
+    )
+    access.add_argument(
+        "--auth-token-file",
+        type=Path,
+        metavar="FILE",
+        help="require a bearer token from FILE: one per line, 'TOKEN [SCOPE ...]'; scopes "
+        "statefulmcp:call (the default) and statefulmcp:admin. $STATEFULMCP_AUTH_TOKEN adds one token "
+        "with both",
+    )
+    access.add_argument(
+        "--auth-verifier",
+        metavar="MODULE:ATTR",
+        help="require OAuth bearer tokens checked by this TokenVerifier (mcp.server.auth.provider)",
+    )
+    access.add_argument(
+        "--auth-issuer",
+        metavar="URL",
+        help="with --auth-verifier: the authorization server clients get tokens from (served in the "
+        "protected-resource metadata)",
+    )
     return parser
+
+
+def _words(value: str) -> list[str]:
+    return [w for w in value.replace(",", " ").split() if w]
 
 
 def _configure_logging(level: str) -> None:
@@ -98,6 +145,12 @@ def main(argv: list[str] | None = None) -> None:
         drain_timeout=args.drain_timeout,
         max_call_seconds=args.max_call_seconds or None,
         log_level=args.log_level,
+        advertise=args.advertise,
+        allowed_hosts=args.allowed_hosts,
+        allowed_origins=args.allowed_origins,
+        auth_token_file=args.auth_token_file,
+        auth_verifier=args.auth_verifier,
+        auth_issuer=args.auth_issuer,
     )
     # uvloop makes the transport loop (HTTP parsing, SSE framing) markedly cheaper per call.
     finish(uvloop.run(serve(options)))

@@ -18,6 +18,9 @@ from statefulmcp._tools import HostTool
 from statefulmcp.components import ToolSpec, tool_result_text
 from statefulmcp.host import Host
 
+ADMIN_TOOLS = frozenset({"load_component", "unload_component"})
+"""The tools that change what the server runs; with authentication on they need the admin scope."""
+
 
 def _spec(name: str, description: str, properties: dict[str, Any], required: list[str]) -> ToolSpec:
     schema = {"type": "object", "properties": properties, "required": required, "additionalProperties": False}

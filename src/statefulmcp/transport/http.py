@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from statefulmcp.transport.auth import Access
 from statefulmcp.transport.server import McpFrontend
 
 log = logging.getLogger("statefulmcp.http")
@@ -33,7 +34,10 @@ class Readiness:
     health: Callable[[], str | None] = lambda: None
 
 
-def build_app(frontend: McpFrontend, readiness: Readiness, *, bind_host: str) -> Starlette:
+def build_app(frontend: McpFrontend, readiness: Readiness, access: Access) -> Starlette:
+    """The streamable HTTP app, with `/health` and `/ready` (unauthenticated: probes; they show
+    nothing but a status), and `access`'s Host/Origin checks and bearer tokens on `/mcp`."""
+
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "alive"})
 
@@ -48,7 +52,9 @@ def build_app(frontend: McpFrontend, readiness: Readiness, *, bind_host: str) ->
         return JSONResponse({"status": "ready"})
 
     return frontend.server.streamable_http_app(
-        host=bind_host,
+        transport_security=access.security,
+        auth=access.auth,
+        token_verifier=access.verifier,
         custom_starlette_routes=[Route("/health", health), Route("/ready", ready)],
     )
 

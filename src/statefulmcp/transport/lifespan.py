@@ -19,12 +19,13 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from statefulmcp._errors import ActivationError, ComponentError, StoreError
 from statefulmcp.host import Host
 from statefulmcp.state import Sync, store_path
+from statefulmcp.transport.auth import ADMIN_SCOPE, AuthConfigError, build_access
 from statefulmcp.transport.http import AddressInUse, Readiness, bind, build_app, http_server, url_of
 from statefulmcp.transport.server import McpFrontend
 from statefulmcp.transport.stdio import checked_stdio
@@ -54,6 +55,12 @@ class ServeOptions:
     drain_timeout: float = 10.0
     max_call_seconds: float | None = 300.0
     log_level: str = "INFO"
+    advertise: str | None = None
+    allowed_hosts: list[str] = field(default_factory=list)
+    allowed_origins: list[str] = field(default_factory=list)
+    auth_token_file: Path | None = None
+    auth_verifier: str | None = None
+    auth_issuer: str | None = None
 
 
 class _CannotStart(Exception):
@@ -167,8 +174,24 @@ async def _serve_http(
         sock = bind(bind_host, port)
     except AddressInUse as exc:
         raise _CannotStart(str(exc)) from None
+    try:
+        access = build_access(
+            bind_host=bind_host,
+            port=sock.getsockname()[1],
+            advertise=options.advertise,
+            hosts=options.allowed_hosts,
+            origins=options.allowed_origins,
+            token_file=options.auth_token_file,
+            verifier_ref=options.auth_verifier,
+            issuer=options.auth_issuer,
+        )
+    except AuthConfigError as exc:
+        sock.close()
+        raise _CannotStart(str(exc)) from None
+    if access.verifier is not None:
+        frontend.admin_scope = ADMIN_SCOPE
     readiness = Readiness(health=host.health)
-    app = build_app(frontend, readiness, bind_host=bind_host)
+    app = build_app(frontend, readiness, access)
 
     async def stopping() -> None:
         bound.arm()

@@ -35,8 +35,10 @@ from mcp_types import (
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
+from statefulmcp.components import tool_result_text
 from statefulmcp.host import Host
-from statefulmcp.transport.admin import admin_tools
+from statefulmcp.transport.admin import ADMIN_TOOLS, admin_tools
+from statefulmcp.transport.auth import has_scope
 
 log = logging.getLogger("statefulmcp.transport")
 
@@ -66,6 +68,8 @@ class McpFrontend:
     def __init__(self, host: Host, *, allow_load: Path | None = None) -> None:
         self.host = host
         host.add_host_tools(admin_tools(host, allow_load))
+        self.admin_scope: str | None = None
+        """Set when HTTP requests carry verified tokens: the scope the admin tools then require."""
         self.bus = InMemorySubscriptionBus()
         # Handshake-era connections that may hear `notifications/tools/list_changed`; weak so a
         # closed connection goes away by itself.
@@ -149,6 +153,16 @@ class McpFrontend:
         if self.host.entry(name) is None:
             raise MCPError(
                 INVALID_PARAMS, f"unknown tool {name!r}; call tools/list to see what this server offers"
+            )
+        if (
+            self.admin_scope is not None
+            and name in ADMIN_TOOLS
+            and not has_scope(ctx.request, self.admin_scope)
+        ):
+            return tool_result_text(
+                f"forbidden: {name} needs a token with the scope {self.admin_scope}; this one has only "
+                "the scope to call tools",
+                error=True,
             )
         if _wants_progress(ctx):
             return await self._call_with_heartbeat(ctx, name, arguments)

@@ -1,0 +1,113 @@
+"""Who may talk to the server: Host/Origin checks on every binding, bearer tokens, the admin scope.
+
+Bad headers are sent raw (httpx), as an attacker's page or a rebinding DNS name would; the good
+path goes through the SDK's own client with a token.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+from conftest import EXAMPLES, error, http_session, running, value
+
+pytestmark = pytest.mark.anyio
+
+CALLER = "c" * 32
+ADMIN = "a" * 32
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    },
+}
+HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+
+
+def post(url: str, **headers: str) -> httpx.Response:
+    return httpx.post(url, content=json.dumps(INITIALIZE), headers={**HEADERS, **headers}, timeout=30)
+
+
+@pytest.mark.parametrize("bind", ["0.0.0.0:0", "127.0.0.2:0", "127.0.0.1:0"])
+def test_host_and_origin_are_checked_on_every_binding(tmp_path: Path, bind: str) -> None:
+    with running(EXAMPLES / "counter.py", tmp=tmp_path, bind=bind) as server:
+        url = server.url.replace("0.0.0.0", "127.0.0.1")
+        assert post(url, host="evil.example", origin="http://evil.example").status_code == 421
+        assert post(url, origin="http://evil.example").status_code == 403
+        assert post(url).status_code == 200  # the address it was reached at
+        log = server.log()
+    public = bind.startswith("0.0.0.0")
+    assert ("without authentication" in log) is public  # loud only where it matters
+
+
+def test_allowed_hosts_and_advertise_widen_the_checks(tmp_path: Path) -> None:
+    args = (
+        EXAMPLES / "counter.py",
+        "--advertise",
+        "https://tools.example.com/mcp",
+        "--allowed-hosts",
+        "gw.internal:*",
+    )
+    with running(*args, tmp=tmp_path, bind="0.0.0.0:0") as server:
+        url = server.url.replace("0.0.0.0", "127.0.0.1")
+        assert post(url, host="tools.example.com", origin="https://tools.example.com").status_code == 200
+        assert post(url, host="gw.internal:8443").status_code == 200
+        assert post(url, host="tools.example.com.evil.example").status_code == 421
+        assert post(url, host="127.0.0.1.evil.example").status_code == 421
+
+
+async def test_with_a_token_file_every_call_needs_a_token_and_admin_tools_the_admin_scope(
+    tmp_path: Path,
+) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"# callers\n{CALLER}\n{ADMIN} statefulmcp:call statefulmcp:admin\n")
+    args = (EXAMPLES / "counter.py", "--auth-token-file", tokens, "--allow-load", EXAMPLES)
+    with running(*args, tmp=tmp_path) as server:
+        missing = post(server.url)
+        assert missing.status_code == 401
+        assert "resource_metadata=" in missing.headers["www-authenticate"]
+        assert post(server.url, authorization="Bearer " + "x" * 32).status_code == 401
+        metadata = httpx.get(f"{server.base}/.well-known/oauth-protected-resource/mcp", timeout=30).json()
+        assert metadata["resource"] == server.url
+        assert httpx.get(f"{server.base}/health", timeout=30).status_code == 200  # probes stay open
+        async with http_session(server.url, token=CALLER) as session:
+            assert value(await session.call_tool("counter_increment", {"by": 2})) == 2
+            refused = error(await session.call_tool("unload_component", {"name": "counter"}))
+            assert "needs a token with the scope statefulmcp:admin" in refused
+            assert value(await session.call_tool("counter_increment", {"by": 1})) == 3  # nothing unloaded
+        async with http_session(server.url, token=ADMIN) as session:
+            assert (
+                value(await session.call_tool("unload_component", {"name": "counter"}))["unloaded"]
+                == "counter"
+            )
+
+
+async def test_the_environment_token_has_both_scopes(tmp_path: Path) -> None:
+    env = {"STATEFULMCP_AUTH_TOKEN": ADMIN}
+    with running(EXAMPLES / "counter.py", "--allow-load", EXAMPLES, tmp=tmp_path, env=env) as server:
+        assert post(server.url).status_code == 401
+        async with http_session(server.url, token=ADMIN) as session:
+            assert (
+                value(await session.call_tool("unload_component", {"name": "counter"}))["unloaded"]
+                == "counter"
+            )
+
+
+def test_a_short_token_or_a_verifier_without_issuer_stops_start_up(tmp_path: Path) -> None:
+    from conftest import start_server
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text("short\n")
+    server = start_server(EXAMPLES / "counter.py", "--auth-token-file", tokens, tmp=tmp_path, wait=False)
+    assert server.proc.wait(30) == 2
+    assert "at least 16 characters" in server.log()
+    server = start_server(EXAMPLES / "counter.py", "--auth-verifier", "json:loads", tmp=tmp_path, wait=False)
+    assert server.proc.wait(30) == 2
+    assert "--auth-verifier needs --auth-issuer" in server.log()
