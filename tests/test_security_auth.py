@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-from conftest import EXAMPLES, error, http_session, running, value
+from conftest import COMPONENTS, EXAMPLES, error, http_session, running, value
 
 pytestmark = pytest.mark.anyio
 
@@ -111,3 +111,20 @@ def test_a_short_token_or_a_verifier_without_issuer_stops_start_up(tmp_path: Pat
     server = start_server(EXAMPLES / "counter.py", "--auth-verifier", "json:loads", tmp=tmp_path, wait=False)
     assert server.proc.wait(30) == 2
     assert "--auth-verifier needs --auth-issuer" in server.log()
+
+
+async def test_calls_to_another_server_carry_the_token_named_by_token_env(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{CALLER}\n")
+    with (
+        running(EXAMPLES / "text.py", "--auth-token-file", tokens, tmp=tmp_path / "remote") as remote,
+        running(
+            COMPONENTS / "auth_caller.py",
+            tmp=tmp_path / "local",
+            env={"REMOTE_URL": remote.url, "REMOTE_TOKEN": CALLER},
+        ) as local,
+    ):
+        async with http_session(local.url) as session:
+            assert value(await session.call_tool("auth_caller_count", {"text": "a b c", "token": True})) == 3
+            refused = error(await session.call_tool("auth_caller_count", {"text": "a b", "token": False}))
+            assert "requires authentication (401)" in refused and "token_env" in refused

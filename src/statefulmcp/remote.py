@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
+import httpx2
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
@@ -25,12 +28,15 @@ class Remote:
     """A tool on another MCP server, for `@component(uses={"alias": Remote(url, tool)})`.
 
     The caller owns the timeout: a call that takes longer than `timeout` seconds fails with a
-    clear error, whatever the remote server's own limits.
+    clear error, whatever the remote server's own limits. `token_env` names an environment
+    variable holding a bearer token for a server that requires one (the token itself never
+    goes in source code).
     """
 
     url: str
     tool: str
     timeout: float = DEFAULT_TIMEOUT
+    token_env: str | None = None
 
 
 def result_value(result: CallToolResult) -> Any:
@@ -43,11 +49,28 @@ def result_value(result: CallToolResult) -> Any:
     return "\n".join(getattr(block, "text", "") for block in result.content)
 
 
+def _explain(exc: BaseException, remote: Remote, refused: int | None) -> str:
+    """The cause a caller can act on: a refused token (the SDK reports only "an error
+    response"), else the innermost error of the SDK's task groups."""
+    if refused is not None:
+        if remote.token_env is None:
+            return (
+                f"the server requires authentication ({refused}); give Remote(..., token_env='VAR') "
+                "a variable holding a token"
+            )
+        return f"the server refused the token in ${remote.token_env} ({refused})"
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
 class _Connection:
     """One open MCP session to a server, owned by a task (SDK contexts must exit where entered)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str | None) -> None:
         self.url = url
+        self.token = token
+        self.refused: int | None = None  # 401 or 403, if the server answered one
         self.session: ClientSession | None = None
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._done = asyncio.Event()
@@ -55,10 +78,19 @@ class _Connection:
 
     async def _hold(self) -> None:
         try:
-            async with (
-                streamable_http_client(self.url) as (read, write),
-                ClientSession(read, write) as session,
-            ):
+            async with contextlib.AsyncExitStack() as stack:
+                headers = {"Authorization": f"Bearer {self.token}"} if self.token is not None else {}
+                client = await stack.enter_async_context(
+                    httpx2.AsyncClient(
+                        headers=headers,
+                        timeout=httpx2.Timeout(30, read=300),
+                        event_hooks={"response": [self._note_refusal]},
+                    )
+                )
+                read, write = await stack.enter_async_context(
+                    streamable_http_client(self.url, http_client=client)
+                )
+                session = await stack.enter_async_context(ClientSession(read, write))
                 await session.initialize()
                 self.session = session
                 self._ready.set_result(None)
@@ -70,6 +102,10 @@ class _Connection:
                 raise
         finally:
             self.session = None
+
+    async def _note_refusal(self, response: httpx2.Response) -> None:
+        if response.status_code in (401, 403):
+            self.refused = response.status_code
 
     async def ready(self) -> ClientSession:
         await asyncio.shield(self._ready)
@@ -89,16 +125,25 @@ class RemotePool:
     """One reused MCP session per server URL, opened on first use and reopened after a failure."""
 
     def __init__(self) -> None:
-        self._connections: dict[str, _Connection] = {}
+        self._connections: dict[tuple[str, str | None], _Connection] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
     async def call(self, remote: Remote, arguments: dict[str, Any]) -> Any:
         where = f"remote tool {remote.tool!r} at {remote.url}"
+        token = None
+        if remote.token_env is not None:
+            token = os.environ.get(remote.token_env)
+            if not token:
+                raise RemoteCallError(
+                    f"{where}: Remote(..., token_env={remote.token_env!r}) but ${remote.token_env} is not set"
+                )
+        target = (remote.url, token)
+        connection: _Connection | None = None
         try:
             async with asyncio.timeout(remote.timeout):
-                connection = self._connections.get(remote.url)
+                connection = self._connections.get(target)
                 if connection is None or connection.task.done():
-                    connection = self._connections[remote.url] = _Connection(remote.url)
+                    connection = self._connections[target] = _Connection(remote.url, token)
                 session = await connection.ready()
                 result = await session.call_tool(remote.tool, arguments)
         except TimeoutError:
@@ -108,15 +153,16 @@ class RemotePool:
         except RemoteCallError:
             raise
         except Exception as exc:
-            self._forget(remote.url)
-            raise RemoteCallError(f"{where} failed: {type(exc).__name__}: {exc}") from exc
+            self._forget(target)
+            refused = connection.refused if connection is not None else None
+            raise RemoteCallError(f"{where} failed: {_explain(exc, remote, refused)}") from exc
         if result.is_error:
             text = " ".join(getattr(block, "text", "") for block in result.content)
             raise RemoteCallError(f"{where} returned an error: {text}")
         return result_value(result)
 
-    def _forget(self, url: str) -> None:
-        connection = self._connections.pop(url, None)
+    def _forget(self, target: tuple[str, str | None]) -> None:
+        connection = self._connections.pop(target, None)
         if connection is not None:
             connection.task.cancel()
             self._closing.add(connection.task)
