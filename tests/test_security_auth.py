@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-from conftest import COMPONENTS, EXAMPLES, error, http_session, running, value
+from conftest import COMPONENTS, EXAMPLES, error, http_session, running, stdio_session, value
 
 pytestmark = pytest.mark.anyio
 
@@ -128,3 +128,42 @@ async def test_calls_to_another_server_carry_the_token_named_by_token_env(tmp_pa
             assert value(await session.call_tool("auth_caller_count", {"text": "a b c", "token": True})) == 3
             refused = error(await session.call_tool("auth_caller_count", {"text": "a b", "token": False}))
             assert "requires authentication (401)" in refused and "token_env" in refused
+
+
+def _sources(listed: dict[str, object]) -> set[str]:
+    components = listed["components"]
+    assert isinstance(components, list)
+    return {str(c["source"]) for c in components}
+
+
+async def test_list_components_shows_file_names_and_full_paths_only_to_admins(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{CALLER}\n{ADMIN} statefulmcp:call statefulmcp:admin\n")
+    full = str((EXAMPLES / "counter.py").resolve())
+    with running(EXAMPLES / "counter.py", tmp=tmp_path / "open") as server:
+        async with http_session(server.url) as session:
+            assert _sources(value(await session.call_tool("list_components", {}))) == {"counter.py"}
+    with running(EXAMPLES / "counter.py", "--auth-token-file", tokens, tmp=tmp_path / "auth") as server:
+        async with http_session(server.url, token=CALLER) as session:
+            assert _sources(value(await session.call_tool("list_components", {}))) == {"counter.py"}
+        async with http_session(server.url, token=ADMIN) as session:
+            assert _sources(value(await session.call_tool("list_components", {}))) == {full}
+    async with stdio_session(EXAMPLES / "counter.py", cwd=tmp_path) as session:  # the operator's own process
+        assert _sources(value(await session.call_tool("list_components", {}))) == {full}
+
+
+def test_a_redacted_listing_keeps_no_host_directory_of_a_wasm_policy() -> None:
+    from statefulmcp.transport.admin import _redacted
+
+    listed = {
+        "name": "notes",
+        "source": "/srv/app/components/notes.wasm",
+        "details": {
+            "policy": "/srv/app/components/notes.toml",
+            "dirs": [{"host": "/srv/data/notes", "guest": "/data", "mode": "read-write"}],
+        },
+    }
+    shown = _redacted(listed)
+    assert "/srv" not in json.dumps(shown)
+    assert shown["source"] == "notes.wasm" and shown["details"]["policy"] == "notes.toml"
+    assert shown["details"]["dirs"] == [{"guest": "/data", "mode": "read-write"}]

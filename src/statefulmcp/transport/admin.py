@@ -6,6 +6,7 @@ publish: a string where a boolean belongs (`"purge": "false"`) is refused, never
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,19 @@ from statefulmcp.host import Host
 
 ADMIN_TOOLS = frozenset({"load_component", "unload_component"})
 """The tools that change what the server runs; with authentication on they need the admin scope."""
+
+caller_is_admin: ContextVar[bool] = ContextVar("statefulmcp_caller_is_admin", default=False)
+"""Set by the transport per call: whether the caller may see the server's file paths."""
+
+
+def _redacted(component: dict[str, Any]) -> dict[str, Any]:
+    """A listing without the host's file system: file names instead of paths, no host directories."""
+    details = dict(component.get("details") or {})
+    if details.get("policy"):
+        details["policy"] = Path(details["policy"]).name
+    if "dirs" in details:
+        details["dirs"] = [{k: v for k, v in d.items() if k != "host"} for d in details["dirs"]]
+    return {**component, "source": Path(component["source"]).name, "details": details}
 
 
 def _spec(name: str, description: str, properties: dict[str, Any], required: list[str]) -> ToolSpec:
@@ -81,6 +95,8 @@ def admin_tools(host: Host, allow_load: Path | None) -> list[HostTool]:
 
     async def list_components(arguments: dict[str, Any]) -> CallToolResult:
         components = [asdict(info) for info in host.list()]
+        if not caller_is_admin.get():
+            components = [_redacted(c) for c in components]
         structured: dict[str, Any] = {"components": components}
         health = host.health()
         if health is not None:

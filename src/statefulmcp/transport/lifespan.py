@@ -229,6 +229,7 @@ async def _serve_stdio(
     await _activate(host)
     if stop.is_set():
         return
+    frontend.trusted = True
     async with checked_stdio() as channel:
         serving = asyncio.create_task(
             frontend.server.run(channel.read, channel.write, frontend.server.create_initialization_options())

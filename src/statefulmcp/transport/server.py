@@ -37,7 +37,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from statefulmcp.components import tool_result_text
 from statefulmcp.host import Host
-from statefulmcp.transport.admin import ADMIN_TOOLS, admin_tools
+from statefulmcp.transport.admin import ADMIN_TOOLS, admin_tools, caller_is_admin
 from statefulmcp.transport.auth import has_scope
 
 log = logging.getLogger("statefulmcp.transport")
@@ -70,6 +70,8 @@ class McpFrontend:
         host.add_host_tools(admin_tools(host, allow_load))
         self.admin_scope: str | None = None
         """Set when HTTP requests carry verified tokens: the scope the admin tools then require."""
+        self.trusted = False
+        """Set over stdio: the caller is the process that started the server, and sees its paths."""
         self.bus = InMemorySubscriptionBus()
         # Handshake-era connections that may hear `notifications/tools/list_changed`; weak so a
         # closed connection goes away by itself.
@@ -154,11 +156,9 @@ class McpFrontend:
             raise MCPError(
                 INVALID_PARAMS, f"unknown tool {name!r}; call tools/list to see what this server offers"
             )
-        if (
-            self.admin_scope is not None
-            and name in ADMIN_TOOLS
-            and not has_scope(ctx.request, self.admin_scope)
-        ):
+        admin = self.trusted or (self.admin_scope is not None and has_scope(ctx.request, self.admin_scope))
+        caller_is_admin.set(admin)  # this request's own context: it ends with the request
+        if self.admin_scope is not None and name in ADMIN_TOOLS and not admin:
             return tool_result_text(
                 f"forbidden: {name} needs a token with the scope {self.admin_scope}; this one has only "
                 "the scope to call tools",
