@@ -9,7 +9,7 @@ from typing import Any
 import uvicorn
 import uvloop
 
-from statefulmcp.transport.http import nodelay_http_protocol
+from statefulmcp.transport.http import http_protocol
 
 
 async def _serve(app: Any, port: int) -> None:
@@ -17,7 +17,7 @@ async def _serve(app: Any, port: int) -> None:
         app,
         host="127.0.0.1",
         port=port,
-        http=nodelay_http_protocol(),  # the very protocol `statefulmcp serve` uses
+        http=http_protocol(),  # the very protocol `statefulmcp serve` uses
         log_level="warning",
         access_log=False,
         log_config=None,

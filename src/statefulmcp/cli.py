@@ -9,6 +9,7 @@ from pathlib import Path
 
 import uvloop
 
+from statefulmcp.transport.http import HttpLimits
 from statefulmcp.transport.lifespan import ServeOptions, finish, serve
 
 log = logging.getLogger("statefulmcp")
@@ -113,6 +114,23 @@ def _parser() -> argparse.ArgumentParser:
         help="with --auth-verifier: the authorization server clients get tokens from (served in the "
         "protected-resource metadata)",
     )
+    limits = serve.add_argument_group("bounds on connections (HTTP)")
+    limits.add_argument(
+        "--max-connections",
+        type=int,
+        default=HttpLimits().max_connections,
+        metavar="N",
+        help=f"open connections beyond N get 503 at once (default {HttpLimits().max_connections})",
+    )
+    limits.add_argument(
+        "--header-timeout",
+        type=float,
+        default=HttpLimits().header_timeout,
+        metavar="SECONDS",
+        help="a request whose headers are not complete this long after its first byte gets 408 "
+        f"(default {HttpLimits().header_timeout:g}); headers are also capped at "
+        f"{HttpLimits().max_headers} fields and {HttpLimits().max_header_bytes // 1024} KiB (431)",
+    )
     return parser
 
 
@@ -151,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
         auth_token_file=args.auth_token_file,
         auth_verifier=args.auth_verifier,
         auth_issuer=args.auth_issuer,
+        max_connections=args.max_connections,
+        header_timeout=args.header_timeout,
     )
     # uvloop makes the transport loop (HTTP parsing, SSE framing) markedly cheaper per call.
     finish(uvloop.run(serve(options)))

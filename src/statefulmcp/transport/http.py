@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,14 +60,62 @@ def build_app(frontend: McpFrontend, readiness: Readiness, access: Access) -> St
     )
 
 
-def _nodelay_protocol(base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
-    """`base` with TCP_NODELAY set on each accepted socket.
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """Bounds on what one connection may cost before the SDK sees a request (see docs/security.md).
 
-    Without it, Nagle's algorithm holds the last small segment of a response until the peer's
-    delayed ACK, adding ~40 ms to a request/response exchange.
+    Without them one request of 40,000 small headers stalled the whole server for half a
+    minute, and 1,100 connections trickling header bytes locked every client out.
     """
 
-    class NoDelay(base):  # type: ignore[misc, valid-type]
+    max_connections: int = 1000
+    header_timeout: float = 10.0
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+
+
+class _LimitLog:
+    """One warning per kind of refusal every 10 s, with how many there were: a flood of
+    refusals must not become a flood of log lines."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._last: dict[str, float] = {}
+
+    def refused(self, kind: str, detail: str) -> None:
+        self._counts[kind] = self._counts.get(kind, 0) + 1
+        now = time.monotonic()
+        if now - self._last.get(kind, -60.0) >= 10.0:
+            log.warning("refused %d connection(s) in the last 10 s: %s", self._counts[kind], detail)
+            self._counts[kind] = 0
+            self._last[kind] = now
+
+
+def _guarded_protocol(base: type[asyncio.Protocol], limits: HttpLimits) -> type[asyncio.Protocol]:
+    """`base` with TCP_NODELAY on each accepted socket, and `limits` enforced.
+
+    Without TCP_NODELAY, Nagle's algorithm holds the last small segment of a response until the
+    peer's delayed ACK, adding ~40 ms to a request/response exchange.
+
+    The head of each request (request line and headers) is measured as its bytes arrive, before
+    the parser sees them: too many bytes or lines get 431, a head not complete within
+    `header_timeout` of its first byte gets 408, and a connection beyond `max_connections` gets
+    503 at once. A standing SSE stream is not affected: its head completed long ago.
+    """
+    refusals = _LimitLog()
+    status = {
+        408: b"408 Request Timeout",
+        431: b"431 Request Header Fields Too Large",
+        503: b"503 Service Unavailable",
+    }
+
+    class Guarded(base):  # type: ignore[misc, valid-type]
+        _in_head = True
+        _head_bytes = 0
+        _head_lines = 0
+        _tail = b""
+        _timer: asyncio.TimerHandle | None = None
+
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             sock = transport.get_extra_info("socket")
             if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -75,20 +124,96 @@ def _nodelay_protocol(base: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
                 except OSError as exc:
                     log.warning("could not set TCP_NODELAY: %s", exc)
             super().connection_made(transport)
+            if len(self.connections) > limits.max_connections:
+                refusals.refused(
+                    "connections", f"{limits.max_connections} connections are open (--max-connections)"
+                )
+                self._refuse(503, "too many connections; retry later")
+                return
+            self._arm()
 
-    return NoDelay
+        def _arm(self) -> None:
+            if self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(limits.header_timeout, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def _too_slow(self) -> None:
+            self._timer = None
+            if self._in_head and not self._discarding and not self.transport.is_closing():
+                refusals.refused(
+                    "slow",
+                    f"request headers not complete within {limits.header_timeout:g} s (--header-timeout)",
+                )
+                self._refuse(408, "request headers took too long")
+
+        _discarding = False
+
+        def _refuse(self, code: int, reason: str) -> None:
+            """Answer `code` and end the connection. What the client is still sending is read and
+            dropped for a moment first: closing with unread input makes the kernel send a reset,
+            and the client would see "connection reset" instead of the answer."""
+            body = reason.encode()
+            self.transport.write(
+                b"HTTP/1.1 " + status[code] + b"\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+            )
+            self._disarm()
+            self._discarding = True
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            asyncio.get_running_loop().call_later(1.0, self.transport.close)
+
+        def data_received(self, data: bytes) -> None:
+            if self._discarding:
+                return
+            if self._in_head:
+                self._arm()
+                window = self._tail + data
+                end = window.find(b"\r\n\r\n")
+                head = data if end < 0 else data[: max(0, end + 4 - len(self._tail))]
+                self._head_bytes += len(head)
+                self._head_lines += head.count(b"\n")
+                if self._head_bytes > limits.max_header_bytes or self._head_lines > limits.max_headers + 1:
+                    refusals.refused(
+                        "headers",
+                        f"request headers over {limits.max_headers} fields or {limits.max_header_bytes} bytes",
+                    )
+                    self._refuse(431, "request headers too large")
+                    return
+                if end < 0:
+                    self._tail = window[-3:]
+                else:
+                    self._in_head = False
+                    self._head_bytes = self._head_lines = 0
+                    self._tail = b""
+                    self._disarm()
+            super().data_received(data)
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._in_head = True  # the next request's head; timed from its first byte
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return Guarded
 
 
-def nodelay_http_protocol() -> type[asyncio.Protocol]:
-    """uvicorn's fastest available HTTP protocol, with TCP_NODELAY on every connection."""
+def http_protocol(limits: HttpLimits | None = None) -> type[asyncio.Protocol]:
+    """uvicorn's fastest available HTTP protocol, with TCP_NODELAY and `limits` on every connection."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-        return _nodelay_protocol(HttpToolsProtocol)
+        return _guarded_protocol(HttpToolsProtocol, limits or HttpLimits())
     except ImportError:
         from uvicorn.protocols.http.h11_impl import H11Protocol
 
-        return _nodelay_protocol(H11Protocol)
+        return _guarded_protocol(H11Protocol, limits or HttpLimits())
 
 
 class _Server(uvicorn.Server):
@@ -155,11 +280,13 @@ def url_of(sock: socket.socket) -> str:
     return f"http://{shown}:{bound[1]}/mcp"
 
 
-def http_server(app: Starlette, *, log_level: str, on_stop: Callable[[], Awaitable[None]]) -> _Server:
+def http_server(
+    app: Starlette, *, log_level: str, on_stop: Callable[[], Awaitable[None]], limits: HttpLimits
+) -> _Server:
     """uvicorn for `app`, draining through `on_stop` before it stops listening."""
     config = uvicorn.Config(
         app,
-        http=nodelay_http_protocol(),
+        http=http_protocol(limits),
         log_level=log_level.lower(),
         access_log=False,
         log_config=None,

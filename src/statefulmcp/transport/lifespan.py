@@ -26,7 +26,15 @@ from statefulmcp._errors import ActivationError, ComponentError, StoreError
 from statefulmcp.host import Host
 from statefulmcp.state import Sync, store_path
 from statefulmcp.transport.auth import ADMIN_SCOPE, AuthConfigError, build_access
-from statefulmcp.transport.http import AddressInUse, Readiness, bind, build_app, http_server, url_of
+from statefulmcp.transport.http import (
+    AddressInUse,
+    HttpLimits,
+    Readiness,
+    bind,
+    build_app,
+    http_server,
+    url_of,
+)
 from statefulmcp.transport.server import McpFrontend
 from statefulmcp.transport.stdio import checked_stdio
 
@@ -61,6 +69,8 @@ class ServeOptions:
     auth_token_file: Path | None = None
     auth_verifier: str | None = None
     auth_issuer: str | None = None
+    max_connections: int = HttpLimits().max_connections
+    header_timeout: float = HttpLimits().header_timeout
 
 
 class _CannotStart(Exception):
@@ -198,7 +208,8 @@ async def _serve_http(
         readiness.draining = True
         await host.drain(options.drain_timeout)
 
-    server = http_server(app, log_level=options.log_level, on_stop=stopping)
+    limits = HttpLimits(max_connections=options.max_connections, header_timeout=options.header_timeout)
+    server = http_server(app, log_level=options.log_level, on_stop=stopping, limits=limits)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     log.info("serving on %s", url_of(sock))
     try:
