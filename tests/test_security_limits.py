@@ -90,3 +90,17 @@ def test_a_large_body_after_small_headers_is_not_mistaken_for_headers(tmp_path: 
             timeout=30,
         )
         assert response.status_code != 431
+
+
+async def test_the_session_cap_is_settable_and_a_closed_session_frees_its_place(tmp_path: Path) -> None:
+    init = (
+        b'{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25",'
+        b' "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}'
+    )
+    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    with running(EXAMPLES / "counter.py", "--max-sessions", "2", tmp=tmp_path) as server:
+        async with http_session(server.url), http_session(server.url):
+            assert httpx.post(server.url, content=init, headers=headers, timeout=30).status_code == 503
+        deadline = time.monotonic() + 30  # both closed (DELETE): new sessions are admitted again
+        while httpx.post(server.url, content=init, headers=headers, timeout=30).status_code != 200:
+            assert time.monotonic() < deadline, "closed sessions never freed their places"

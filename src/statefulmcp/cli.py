@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import uvloop
@@ -117,21 +118,49 @@ def _parser() -> argparse.ArgumentParser:
     limits = serve.add_argument_group("bounds on connections (HTTP)")
     limits.add_argument(
         "--max-connections",
-        type=int,
+        type=_positive(int),
         default=HttpLimits().max_connections,
         metavar="N",
         help=f"open connections beyond N get 503 at once (default {HttpLimits().max_connections})",
     )
     limits.add_argument(
         "--header-timeout",
-        type=float,
+        type=_positive(float),
         default=HttpLimits().header_timeout,
         metavar="SECONDS",
         help="a request whose headers are not complete this long after its first byte gets 408 "
         f"(default {HttpLimits().header_timeout:g}); headers are also capped at "
         f"{HttpLimits().max_headers} fields and {HttpLimits().max_header_bytes // 1024} KiB (431)",
     )
+    limits.add_argument(
+        "--max-sessions",
+        type=_positive(int),
+        default=HttpLimits().max_sessions,
+        metavar="N",
+        help=f"open 2025-11-25 sessions; beyond N a new one gets 503 (default {HttpLimits().max_sessions})",
+    )
+    limits.add_argument(
+        "--session-idle-timeout",
+        type=_positive(float),
+        default=HttpLimits().session_idle_timeout,
+        metavar="SECONDS",
+        help="close a session after this long without a request "
+        f"(default {HttpLimits().session_idle_timeout:g}); its client gets 404 and starts a new one",
+    )
     return parser
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0, got {value}")
+        return number
+
+    return parse
 
 
 def _words(value: str) -> list[str]:
@@ -171,6 +200,8 @@ def main(argv: list[str] | None = None) -> None:
         auth_issuer=args.auth_issuer,
         max_connections=args.max_connections,
         header_timeout=args.header_timeout,
+        max_sessions=args.max_sessions,
+        session_idle_timeout=args.session_idle_timeout,
     )
     # uvloop makes the transport loop (HTTP parsing, SSE framing) markedly cheaper per call.
     finish(uvloop.run(serve(options)))

@@ -35,7 +35,9 @@ class Readiness:
     health: Callable[[], str | None] = lambda: None
 
 
-def build_app(frontend: McpFrontend, readiness: Readiness, access: Access) -> Starlette:
+def build_app(
+    frontend: McpFrontend, readiness: Readiness, access: Access, limits: HttpLimits | None = None
+) -> Starlette:
     """The streamable HTTP app, with `/health` and `/ready` (unauthenticated: probes; they show
     nothing but a status), and `access`'s Host/Origin checks and bearer tokens on `/mcp`."""
 
@@ -54,6 +56,8 @@ def build_app(frontend: McpFrontend, readiness: Readiness, access: Access) -> St
 
     return frontend.server.streamable_http_app(
         transport_security=access.security,
+        max_sessions=(limits or HttpLimits()).max_sessions,
+        session_idle_timeout=(limits or HttpLimits()).session_idle_timeout,
         auth=access.auth,
         token_verifier=access.verifier,
         custom_starlette_routes=[Route("/health", health), Route("/ready", ready)],
@@ -72,6 +76,10 @@ class HttpLimits:
     header_timeout: float = 10.0
     max_header_bytes: int = 64 * 1024
     max_headers: int = 100
+    max_sessions: int = 10_000
+    """Open 2025-11-25 sessions; a new one beyond this gets 503 until one ends or expires."""
+    session_idle_timeout: float = 30 * 60
+    """A session with no request for this long is closed; its client gets 404 and starts anew."""
 
 
 class _LimitLog:

@@ -71,6 +71,8 @@ class ServeOptions:
     auth_issuer: str | None = None
     max_connections: int = HttpLimits().max_connections
     header_timeout: float = HttpLimits().header_timeout
+    max_sessions: int = HttpLimits().max_sessions
+    session_idle_timeout: float = HttpLimits().session_idle_timeout
 
 
 class _CannotStart(Exception):
@@ -201,14 +203,19 @@ async def _serve_http(
     if access.verifier is not None:
         frontend.admin_scope = ADMIN_SCOPE
     readiness = Readiness(health=host.health)
-    app = build_app(frontend, readiness, access)
+    limits = HttpLimits(
+        max_connections=options.max_connections,
+        header_timeout=options.header_timeout,
+        max_sessions=options.max_sessions,
+        session_idle_timeout=options.session_idle_timeout,
+    )
+    app = build_app(frontend, readiness, access, limits)
 
     async def stopping() -> None:
         bound.arm()
         readiness.draining = True
         await host.drain(options.drain_timeout)
 
-    limits = HttpLimits(max_connections=options.max_connections, header_timeout=options.header_timeout)
     server = http_server(app, log_level=options.log_level, on_stop=stopping, limits=limits)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     log.info("serving on %s", url_of(sock))
