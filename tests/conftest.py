@@ -28,6 +28,21 @@ COMPONENTS = Path(__file__).parent / "components"
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
+INITIALIZE: dict[str, Any] = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"},
+    },
+}
+"""A raw 2025-11-25 `initialize` request, for tests that must send what a client library would not."""
+
+POST_HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

@@ -11,28 +11,26 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-from conftest import COMPONENTS, EXAMPLES, error, http_session, running, stdio_session, value
+from conftest import (
+    COMPONENTS,
+    EXAMPLES,
+    INITIALIZE,
+    POST_HEADERS,
+    error,
+    http_session,
+    running,
+    stdio_session,
+    value,
+)
 
 pytestmark = pytest.mark.anyio
 
 CALLER = "c" * 32
 ADMIN = "a" * 32
 
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "1"},
-    },
-}
-HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
-
 
 def post(url: str, **headers: str) -> httpx.Response:
-    return httpx.post(url, content=json.dumps(INITIALIZE), headers={**HEADERS, **headers}, timeout=30)
+    return httpx.post(url, content=json.dumps(INITIALIZE), headers={**POST_HEADERS, **headers}, timeout=30)
 
 
 @pytest.mark.parametrize("bind", ["0.0.0.0:0", "127.0.0.2:0", "127.0.0.1:0"])

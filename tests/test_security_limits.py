@@ -3,6 +3,7 @@ checked through raw sockets (a client library would not send these requests)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from urllib.parse import urlsplit
 
 import httpx2 as httpx
 import pytest
-from conftest import EXAMPLES, http_session, running, value
+from conftest import EXAMPLES, INITIALIZE, POST_HEADERS, http_session, running, value
 
 pytestmark = pytest.mark.anyio
 
@@ -86,18 +87,15 @@ def test_a_large_body_after_small_headers_is_not_mistaken_for_headers(tmp_path: 
         response = httpx.post(
             server.url,
             content=body,
-            headers={"content-type": "application/json", "accept": "application/json, text/event-stream"},
+            headers=POST_HEADERS,
             timeout=30,
         )
         assert response.status_code != 431
 
 
 async def test_the_session_cap_is_settable_and_a_closed_session_frees_its_place(tmp_path: Path) -> None:
-    init = (
-        b'{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-11-25",'
-        b' "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}'
-    )
-    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    init = json.dumps(INITIALIZE)
+    headers = POST_HEADERS
     with running(EXAMPLES / "counter.py", "--max-sessions", "2", tmp=tmp_path) as server:
         async with http_session(server.url), http_session(server.url):
             assert httpx.post(server.url, content=init, headers=headers, timeout=30).status_code == 503

@@ -10,21 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from conftest import COMPONENTS
+from conftest import COMPONENTS, INITIALIZE
 
 from statefulmcp.transport.lifespan import EXIT_FORCED
 from statefulmcp.transport.stdio import MAX_LINE_BYTES
-
-_INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "1"},
-    },
-}
 
 
 class _Raw:
@@ -53,7 +42,7 @@ class _Raw:
         return message
 
     def initialize(self) -> None:
-        self.send(json.dumps(_INIT))
+        self.send(json.dumps(INITIALIZE))
         assert self.reply()["id"] == 1
         self.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
 

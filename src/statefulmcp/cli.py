@@ -116,36 +116,37 @@ def _parser() -> argparse.ArgumentParser:
         "protected-resource metadata)",
     )
     limits = serve.add_argument_group("bounds on connections (HTTP)")
+    bounds = HttpLimits()  # the defaults
     limits.add_argument(
         "--max-connections",
         type=_positive(int),
-        default=HttpLimits().max_connections,
+        default=bounds.max_connections,
         metavar="N",
-        help=f"open connections beyond N get 503 at once (default {HttpLimits().max_connections})",
+        help=f"open connections beyond N get 503 at once (default {bounds.max_connections})",
     )
     limits.add_argument(
         "--header-timeout",
         type=_positive(float),
-        default=HttpLimits().header_timeout,
+        default=bounds.header_timeout,
         metavar="SECONDS",
         help="a request whose headers are not complete this long after its first byte gets 408 "
-        f"(default {HttpLimits().header_timeout:g}); headers are also capped at "
-        f"{HttpLimits().max_headers} fields and {HttpLimits().max_header_bytes // 1024} KiB (431)",
+        f"(default {bounds.header_timeout:g}); headers are also capped at "
+        f"{bounds.max_headers} fields and {bounds.max_header_bytes // 1024} KiB (431)",
     )
     limits.add_argument(
         "--max-sessions",
         type=_positive(int),
-        default=HttpLimits().max_sessions,
+        default=bounds.max_sessions,
         metavar="N",
-        help=f"open 2025-11-25 sessions; beyond N a new one gets 503 (default {HttpLimits().max_sessions})",
+        help=f"open 2025-11-25 sessions; beyond N a new one gets 503 (default {bounds.max_sessions})",
     )
     limits.add_argument(
         "--session-idle-timeout",
         type=_positive(float),
-        default=HttpLimits().session_idle_timeout,
+        default=bounds.session_idle_timeout,
         metavar="SECONDS",
         help="close a session after this long without a request "
-        f"(default {HttpLimits().session_idle_timeout:g}); its client gets 404 and starts a new one",
+        f"(default {bounds.session_idle_timeout:g}); its client gets 404 and starts a new one",
     )
     return parser
 
