@@ -7,6 +7,7 @@ path goes through the SDK's own client with a token.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx2 as httpx
@@ -165,3 +166,76 @@ def test_a_redacted_listing_keeps_no_host_directory_of_a_wasm_policy() -> None:
     assert "/srv" not in json.dumps(shown)
     assert shown["source"] == "notes.wasm" and shown["details"]["policy"] == "notes.toml"
     assert shown["details"]["dirs"] == [{"guest": "/data", "mode": "read-write"}]
+
+
+def test_a_forged_host_is_refused_before_any_token_is_asked_for(tmp_path: Path) -> None:
+    env = {"STATEFULMCP_AUTH_TOKEN": ADMIN}
+    with running(EXAMPLES / "counter.py", tmp=tmp_path, env=env) as server:
+        assert post(server.url, host="evil.example").status_code == 421
+        assert post(server.url, origin="http://evil.example").status_code == 403
+        assert post(server.url).status_code == 401
+
+
+def test_a_session_belongs_to_its_token_and_each_token_has_its_own_session_cap(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{CALLER}\n{ADMIN} statefulmcp:call statefulmcp:admin\n")
+    args = (EXAMPLES / "counter.py", "--auth-token-file", tokens, "--max-sessions-per-client", "1")
+    caller, admin = {"authorization": f"Bearer {CALLER}"}, {"authorization": f"Bearer {ADMIN}"}
+    session_headers = {"mcp-protocol-version": "2025-11-25", "accept": "text/event-stream"}
+    ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    with running(*args, tmp=tmp_path) as server:
+        opened = post(server.url, **admin)
+        assert opened.status_code == 200
+        session = {**session_headers, "mcp-session-id": opened.headers["mcp-session-id"]}
+        borrowed = httpx.post(
+            server.url, json=ping, headers={**POST_HEADERS, **session, **caller}, timeout=30
+        )
+        assert borrowed.status_code == 404  # another token cannot use the admin's session
+        with httpx.stream("GET", server.url, headers={**session, **admin}, timeout=30) as busy:
+            assert busy.status_code == 200  # the admin's one session is busy: its cap is full
+            assert post(server.url, **admin).status_code == 429
+            assert post(server.url, **caller).status_code == 200  # another token's cap is its own
+
+
+def test_with_authentication_ready_keeps_its_reason_to_the_log(tmp_path: Path) -> None:
+    env = {"STATEFULMCP_AUTH_TOKEN": ADMIN}
+    with running(COMPONENTS / "probe.py", "--state", "s.db", tmp=tmp_path, env=env) as server:
+        assert httpx.get(f"{server.base}/ready", timeout=30).status_code == 200
+        (tmp_path / "s.db").unlink()
+        deadline = time.monotonic() + 30
+        while (answer := httpx.get(f"{server.base}/ready", timeout=30)).status_code != 503:
+            assert time.monotonic() < deadline, "the lost state file was never reported"
+        assert answer.json() == {"status": "not ready"}
+        assert "deleted or replaced" in server.log()
+
+
+async def test_an_oauth_verifier_accepts_only_tokens_issued_for_this_server(tmp_path: Path) -> None:
+    from oauth_verifier import RESOURCE
+
+    args = (
+        EXAMPLES / "counter.py",
+        "--auth-verifier",
+        "oauth_verifier:Verifier",
+        "--auth-issuer",
+        "https://auth.example.com",
+        "--advertise",
+        RESOURCE,
+    )
+    env = {"PYTHONPATH": str(Path(__file__).parent)}
+    with running(*args, tmp=tmp_path, env=env) as server:
+        metadata = httpx.get(f"{server.base}/.well-known/oauth-protected-resource/mcp", timeout=30).json()
+        assert metadata["resource"] == RESOURCE
+        assert metadata["authorization_servers"] == ["https://auth.example.com"]
+        assert post(server.url, authorization="Bearer oauth-token-for-another-one").status_code == 401
+        async with http_session(server.url, token="oauth-token-for-this-server") as session:
+            assert value(await session.call_tool("counter_increment", {"by": 5})) == 5
+
+
+def test_an_oauth_verifier_on_a_public_address_needs_the_advertised_url(tmp_path: Path) -> None:
+    from conftest import start_server
+
+    args = ("--auth-verifier", "oauth_verifier:Verifier", "--auth-issuer", "https://auth.example.com")
+    env = {"PYTHONPATH": str(Path(__file__).parent)}
+    server = start_server(EXAMPLES / "counter.py", *args, tmp=tmp_path, env=env, bind="0.0.0.0:0", wait=False)
+    assert server.proc.wait(30) == 2
+    assert "needs --advertise URL" in server.log()

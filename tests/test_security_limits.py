@@ -93,12 +93,73 @@ def test_a_large_body_after_small_headers_is_not_mistaken_for_headers(tmp_path: 
         assert response.status_code != 431
 
 
-async def test_the_session_cap_is_settable_and_a_closed_session_frees_its_place(tmp_path: Path) -> None:
-    init = json.dumps(INITIALIZE)
-    headers = POST_HEADERS
+SESSION = "mcp-session-id"
+
+
+def _open(url: str, headers: dict[str, str] | None = None) -> str:
+    """A raw 2025-11-25 session, opened and left idle; its id."""
+    answer = httpx.post(
+        url, content=json.dumps(INITIALIZE), headers={**POST_HEADERS, **(headers or {})}, timeout=30
+    )
+    assert answer.status_code == 200, answer.text
+    return answer.headers[SESSION]
+
+
+def _ping(url: str, session: str, headers: dict[str, str] | None = None) -> int:
+    ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    session_headers = {SESSION: session, "mcp-protocol-version": "2025-11-25"}
+    return httpx.post(
+        url, json=ping, headers={**POST_HEADERS, **session_headers, **(headers or {})}, timeout=30
+    ).status_code
+
+
+@contextmanager
+def _busy(url: str, session: str, headers: dict[str, str] | None = None) -> Iterator[None]:
+    """Hold the session busy with an open GET stream, as a connected client does."""
+    stream_headers = {"accept": "text/event-stream", SESSION: session, "mcp-protocol-version": "2025-11-25"}
+    with httpx.stream("GET", url, headers={**stream_headers, **(headers or {})}, timeout=30) as stream:
+        assert stream.status_code == 200
+        yield
+
+
+def test_a_full_server_closes_its_least_recently_used_idle_session_for_a_new_one(tmp_path: Path) -> None:
     with running(EXAMPLES / "counter.py", "--max-sessions", "2", tmp=tmp_path) as server:
-        async with http_session(server.url), http_session(server.url):
-            assert httpx.post(server.url, content=init, headers=headers, timeout=30).status_code == 503
-        deadline = time.monotonic() + 30  # both closed (DELETE): new sessions are admitted again
-        while httpx.post(server.url, content=init, headers=headers, timeout=30).status_code != 200:
-            assert time.monotonic() < deadline, "closed sessions never freed their places"
+        first, second = _open(server.url), _open(server.url)
+        assert _ping(server.url, first) == 200  # `second` is now the least recently used
+        third = _open(server.url)
+        assert _ping(server.url, second) == 404  # closed for `third`; its client starts anew
+        assert _ping(server.url, first) == 200 and _ping(server.url, third) == 200
+        assert "closed idle session" in server.log()
+
+
+def test_busy_sessions_are_never_closed_and_a_full_server_of_them_refuses(tmp_path: Path) -> None:
+    init = json.dumps(INITIALIZE)
+    with running(EXAMPLES / "counter.py", "--max-sessions", "2", tmp=tmp_path) as server:
+        first, second = _open(server.url), _open(server.url)
+        with _busy(server.url, first), _busy(server.url, second):
+            refused = httpx.post(server.url, content=init, headers=POST_HEADERS, timeout=30)
+            assert refused.status_code == 503
+        assert _ping(server.url, first) == 200 and _ping(server.url, second) == 200
+        assert _ping(server.url, _open(server.url)) == 200  # idle again: one of them made room
+
+
+def test_one_client_cannot_hold_more_than_its_share_of_sessions(tmp_path: Path) -> None:
+    args = ("--max-sessions-per-client", "2")
+    with running(EXAMPLES / "counter.py", *args, tmp=tmp_path) as server:
+        first, second = _open(server.url), _open(server.url)
+        third = _open(server.url)  # the client's own oldest idle session makes room
+        assert _ping(server.url, first) == 404 and _ping(server.url, second) == 200
+        with _busy(server.url, second), _busy(server.url, third):
+            refused = httpx.post(server.url, content=json.dumps(INITIALIZE), headers=POST_HEADERS, timeout=30)
+            assert refused.status_code == 429
+            assert "2 sessions open" in refused.json()["error"]["message"]
+
+
+def test_a_session_its_client_closed_frees_its_place_without_closing_another(tmp_path: Path) -> None:
+    with running(EXAMPLES / "counter.py", "--max-sessions", "2", tmp=tmp_path) as server:
+        first, second = _open(server.url), _open(server.url)
+        closed = httpx.delete(server.url, headers={SESSION: first, "mcp-protocol-version": "2025-11-25"})
+        assert closed.status_code == 200
+        third = _open(server.url)
+        assert _ping(server.url, second) == 200 and _ping(server.url, third) == 200
+        assert "closed idle session" not in server.log()

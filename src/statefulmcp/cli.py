@@ -138,7 +138,16 @@ def _parser() -> argparse.ArgumentParser:
         type=_positive(int),
         default=bounds.max_sessions,
         metavar="N",
-        help=f"open 2025-11-25 sessions; beyond N a new one gets 503 (default {bounds.max_sessions})",
+        help="open 2025-11-25 sessions; beyond N the least recently used idle one is closed, and with "
+        f"none idle a new one gets 503 (default {bounds.max_sessions})",
+    )
+    limits.add_argument(
+        "--max-sessions-per-client",
+        type=_positive(int),
+        default=bounds.max_sessions_per_client,
+        metavar="N",
+        help="sessions one client (a token, or an address without authentication) may hold; beyond N "
+        f"its least recently used idle one is closed (default {bounds.max_sessions_per_client})",
     )
     limits.add_argument(
         "--session-idle-timeout",
@@ -202,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
         max_connections=args.max_connections,
         header_timeout=args.header_timeout,
         max_sessions=args.max_sessions,
+        max_sessions_per_client=args.max_sessions_per_client,
         session_idle_timeout=args.session_idle_timeout,
     )
     # uvloop makes the transport loop (HTTP parsing, SSE framing) markedly cheaper per call.

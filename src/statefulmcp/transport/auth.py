@@ -91,15 +91,18 @@ class StaticTokens(TokenVerifier):
         return cls(tokens) if tokens else None
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        scopes = self._scopes.get(_digest(token))
+        digest = _digest(token)
+        scopes = self._scopes.get(digest)
         if scopes is None:
             return None
-        return AccessToken(token=token, client_id="static-token", scopes=list(scopes))
+        # Each token is its own client: the SDK binds a session to the client that opened it, so
+        # a session cannot be used with another token, and session caps count per token.
+        return AccessToken(token=token, client_id=f"token-{digest[:6].hex()}", scopes=list(scopes))
 
 
 def load_verifier(reference: str) -> TokenVerifier:
-    """The operator's verifier named `module:attr`: an object with `verify_token`, or a
-    no-argument callable returning one."""
+    """The operator's verifier named `module:attr`: an object with `verify_token`, or a class or
+    other no-argument callable returning one."""
     module_name, sep, attr = reference.partition(":")
     if not sep or not module_name or not attr:
         raise AuthConfigError(f"--auth-verifier {reference!r}: write MODULE:ATTRIBUTE")
@@ -107,7 +110,15 @@ def load_verifier(reference: str) -> TokenVerifier:
         target: Any = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise AuthConfigError(f"--auth-verifier {reference!r}: {type(exc).__name__}: {exc}") from None
-    verifier = target if hasattr(target, "verify_token") else target()
+    # A class has `verify_token` too (unbound): it is a factory like any no-argument callable.
+    verifier = target
+    if not hasattr(target, "verify_token") or isinstance(target, type):
+        try:
+            verifier = target()
+        except Exception as exc:  # noqa: BLE001 - the operator's code: any failure stops start-up, named
+            raise AuthConfigError(
+                f"--auth-verifier {reference!r}: making the verifier failed: {type(exc).__name__}: {exc}"
+            ) from None
     if not hasattr(verifier, "verify_token"):
         raise AuthConfigError(f"--auth-verifier {reference!r}: it has no verify_token method")
     return verifier  # type: ignore[no-any-return]
@@ -191,6 +202,11 @@ def build_access(
             raise AuthConfigError(
                 "--auth-verifier needs --auth-issuer URL: the authorization server clients get tokens from"
             )
+        if advertise is None and not is_loopback(bind_host):
+            raise AuthConfigError(
+                f"--auth-verifier on {_shown(bind_host)} needs --advertise URL: OAuth tokens are issued "
+                "for the URL clients use (the resource), and this server cannot guess it"
+            )
         verifier = load_verifier(verifier_ref)
     else:
         verifier = StaticTokens.from_sources(token_file)
@@ -203,6 +219,14 @@ def build_access(
                 TOKEN_ENV,
             )
         return Access(security)
+    if advertise is None and not is_loopback(bind_host):
+        log.warning(
+            "serving on %s with authentication but without --advertise URL: the protected-resource "
+            "metadata names http://127.0.0.1:%d/mcp as this server; pass --advertise with the URL "
+            "clients use",
+            _shown(bind_host),
+            port,
+        )
     resource = (
         advertise or f"http://{_shown(bind_host if is_loopback(bind_host) else '127.0.0.1')}:{port}/mcp"
     )
@@ -210,7 +234,10 @@ def build_access(
         issuer_url=issuer or resource,  # type: ignore[arg-type]
         resource_server_url=resource,  # type: ignore[arg-type]
         required_scopes=[CALL_SCOPE],
-        validate_token_resource=False,
+        # The MCP authorization spec: accept only tokens issued for this server (RFC 8707), so a
+        # token a client got for another service cannot be replayed here. Static tokens are
+        # this server's by construction.
+        validate_token_resource=verifier_ref is not None,
     )
     return Access(security, auth, verifier)
 

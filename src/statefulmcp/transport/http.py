@@ -14,13 +14,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from statefulmcp.transport.auth import Access
 from statefulmcp.transport.server import McpFrontend
+from statefulmcp.transport.sessions import SessionAdmission
 
 log = logging.getLogger("statefulmcp.http")
 
@@ -33,6 +37,8 @@ class Readiness:
     ready: bool = False
     draining: bool = False
     health: Callable[[], str | None] = lambda: None
+    private: bool = False
+    """Whether `/ready` keeps its reason to itself (authentication is on: probes are anonymous)."""
 
 
 def build_app(
@@ -51,17 +57,56 @@ def build_app(
             return JSONResponse({"status": "starting"}, status_code=503)
         reason = readiness.health()
         if reason is not None:
-            return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+            # The reason (a stalled engine, the state file's path) is for operators: with
+            # authentication on it goes to the log, not to anyone who asks.
+            body = {"status": "not ready"} if readiness.private else {"status": "not ready", "reason": reason}
+            return JSONResponse(body, status_code=503)
         return JSONResponse({"status": "ready"})
 
-    return frontend.server.streamable_http_app(
+    limits = limits or HttpLimits()
+    app = frontend.server.streamable_http_app(
         transport_security=access.security,
-        max_sessions=(limits or HttpLimits()).max_sessions,
-        session_idle_timeout=(limits or HttpLimits()).session_idle_timeout,
+        max_sessions=limits.max_sessions,
+        session_idle_timeout=limits.session_idle_timeout,
         auth=access.auth,
         token_verifier=access.verifier,
         custom_starlette_routes=[Route("/health", health), Route("/ready", ready)],
     )
+    # Innermost, after authentication: a client is its token when there is one.
+    app.user_middleware.append(
+        Middleware(
+            SessionAdmission,
+            max_sessions=limits.max_sessions,
+            per_client=limits.max_sessions_per_client,
+            idle_timeout=limits.session_idle_timeout,
+        )
+    )
+    # Outermost: a forged Host or Origin is refused (421 / 403) before any token is looked at.
+    app.add_middleware(_HostOriginFirst, security=access.security)
+    if access.auth is not None:
+        readiness.private = True
+    return app
+
+
+class _HostOriginFirst:
+    """The SDK's own Host and Origin check, run on `/mcp` before authentication.
+
+    The SDK checks them inside the transport, after its bearer-token middleware has answered
+    401, so a request with a forged Host learnt that a token is needed instead of being refused
+    for its Host. The check inside stays, as a second line.
+    """
+
+    def __init__(self, app: ASGIApp, security: TransportSecuritySettings) -> None:
+        self.app = app
+        self.check = TransportSecurityMiddleware(security)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].rstrip("/") == "/mcp":
+            refused = await self.check.validate_request(Request(scope), is_post=False)
+            if refused is not None:
+                await refused(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +122,11 @@ class HttpLimits:
     max_header_bytes: int = 64 * 1024
     max_headers: int = 100
     max_sessions: int = 10_000
-    """Open 2025-11-25 sessions; a new one beyond this gets 503 until one ends or expires."""
+    """Open 2025-11-25 sessions; beyond this the least recently used idle one is closed for a new
+    one, and with none idle the new one gets 503 (see `transport/sessions.py`)."""
+    max_sessions_per_client: int = 256
+    """Sessions one client (a token, or an address without authentication) may hold open; beyond
+    this its own least recently used idle one is closed, and with none idle it gets 429."""
     session_idle_timeout: float = 30 * 60
     """A session with no request for this long is closed; its client gets 404 and starts anew."""
 

@@ -72,6 +72,7 @@ class ServeOptions:
     max_connections: int = HttpLimits().max_connections
     header_timeout: float = HttpLimits().header_timeout
     max_sessions: int = HttpLimits().max_sessions
+    max_sessions_per_client: int = HttpLimits().max_sessions_per_client
     session_idle_timeout: float = HttpLimits().session_idle_timeout
 
 
@@ -207,6 +208,7 @@ async def _serve_http(
         max_connections=options.max_connections,
         header_timeout=options.header_timeout,
         max_sessions=options.max_sessions,
+        max_sessions_per_client=options.max_sessions_per_client,
         session_idle_timeout=options.session_idle_timeout,
     )
     app = build_app(frontend, readiness, access, limits)
