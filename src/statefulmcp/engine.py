@@ -106,6 +106,8 @@ class Engine:
             max_workers=workers, thread_name_prefix="statefulmcp-sync"
         )
         self.workers = workers
+        self.calls = 0
+        """Calls from other threads running on the engine now (touched on the engine thread only)."""
         # User code's own `asyncio.to_thread` gets threads apart from those of sync bodies: offloaded
         # work that hangs must not take the threads every component's sync tools are bounded on.
         self.offload_pool = concurrent.futures.ThreadPoolExecutor(
@@ -214,10 +216,15 @@ class Engine:
             else:
                 result.set_result(task.result())
 
+        def done(task: asyncio.Task[T]) -> None:
+            self.calls -= 1
+            replies.post(settle, task)
+
         def start() -> None:
             task = self.loop.create_task(make(), context=ctx)
+            self.calls += 1
             handle.append(task)
-            task.add_done_callback(lambda t: replies.post(settle, t))
+            task.add_done_callback(done)
 
         self._inbox.post(start)
         try:

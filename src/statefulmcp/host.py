@@ -151,6 +151,8 @@ class Host:
             raise HostStateError("this host was closed and cannot be reopened; create a new Host")
         if isinstance(self._state, str | Path):
             self.store = SqliteStore(store_path(self._state), sync=self._sync)
+            engine = self.engine
+            self.store.alone = lambda: engine.calls <= 1  # the committing call itself
         elif self._state is not None:
             self.store = self._state
         self.engine.start()

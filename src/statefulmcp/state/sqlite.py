@@ -96,6 +96,9 @@ class SqliteStore:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._unchecked = 0  # turns committed since the last checkpoint (under `_db_lock`)
         self._closing = threading.Event()
+        self.alone: Callable[[], bool] | None = None
+        """Set by the host: whether the committing call is the only one on the engine. Then no
+        other commit can join its group, so it commits at once instead of an iteration later."""
         self._thread = threading.Thread(target=self._run, name="statefulmcp-store", daemon=True)
         self._thread.start()
 
@@ -387,6 +390,14 @@ class SqliteStore:
             raise StoreError(self._broken or f"the store of {self.path} is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = _Handed(loop=loop)
+        if (
+            not self._batch
+            and self.alone is not None
+            and self.alone()
+            and self._commit_inline(_Commit(changes, chain), loop, future)
+        ):
+            future.result()  # its outcome: None, or the commit's error
+            return
         if self._submitted != self._served and not self._batch:
             # The writer is busy: this commit joins its next group, with no detour.
             self._enqueue((_Commit(changes, chain), loop, future, True))
