@@ -108,14 +108,37 @@ def _refuse_second_copy(path: Path, module_name: str) -> None:
             raise ComponentError(f"{path} {how}; {_advice(path, name)}")
 
 
-def import_file(path: Path) -> ModuleType:
-    """Import a Python component file under its canonical module name; errors name the file."""
-    path = path.resolve()
-    if not path.is_file():
-        raise ComponentError(f"{path}: no such file")
+class _CheckedSource(importlib.abc.SourceLoader):
+    """Source already read (from a checked descriptor, see `_confined`): the import never opens
+    the path again, and no bytecode is cached beside it."""
+
+    def __init__(self, path: Path, source: bytes) -> None:
+        self.path = str(path)
+        self.source = source
+
+    def get_filename(self, fullname: str) -> str:
+        return self.path
+
+    def get_data(self, path: str) -> bytes:
+        if path != self.path:
+            raise OSError(f"{path}: only the checked source is readable")
+        return self.source
+
+
+def import_file(path: Path, source: bytes | None = None) -> ModuleType:
+    """Import a Python component file under its canonical module name; errors name the file.
+
+    With `source`, that is the file's text, read and checked by the caller; `path` is then
+    where it was found, used as its name only and never resolved or opened.
+    """
+    if source is None:
+        path = path.resolve()
+        if not path.is_file():
+            raise ComponentError(f"{path}: no such file")
     module_name = canonical_module_name(path)
     _refuse_second_copy(path, module_name)
-    spec = importlib.util.spec_from_file_location(module_name, path)
+    loader = None if source is None else _CheckedSource(path, source)
+    spec = importlib.util.spec_from_file_location(module_name, path, loader=loader)
     if spec is None or spec.loader is None:
         raise ComponentError(f"{path}: not a Python file")
     module = importlib.util.module_from_spec(spec)

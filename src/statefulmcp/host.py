@@ -21,6 +21,7 @@ from typing import Any
 from mcp_types import CallToolResult
 
 from statefulmcp import instances
+from statefulmcp._confined import SUFFIXES, ComponentFile
 from statefulmcp._errors import (
     ComponentError,
     HostStateError,
@@ -51,7 +52,6 @@ log = logging.getLogger("statefulmcp.host")
 # Tools the host serves itself; no component may take these names.
 RESERVED_TOOL_NAMES = frozenset({"list_components", "load_component", "unload_component"})
 
-_SUFFIXES = (".py", ".wasm")
 
 Target = str | Path | object
 
@@ -281,6 +281,12 @@ class Host:
         return [spec.name for spec in specs]
 
     def _specs_of(self, target: Target, options: LoadOptions | None) -> list[ComponentSpec]:
+        if isinstance(target, ComponentFile):  # read from a checked descriptor: never by path again
+            if target.path.suffix == ".wasm":
+                from statefulmcp.wasm import load_wasm
+
+                return [load_wasm(target.path, options, target)]
+            return specs_from_module(import_file(target.path, target.data), str(target.path), options)
         if not isinstance(target, str | Path):
             return specs_from_object(target, options)
         if "\x00" in str(target):
@@ -288,7 +294,7 @@ class Host:
         # absolute, not resolved: a .wasm policy file is looked up beside the path as given
         path = Path(target).absolute()
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix in _SUFFIXES and not p.name.startswith("_"))
+            files = sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and not p.name.startswith("_"))
             if not files:
                 raise ComponentError(f"{path}: no .py or .wasm files in this directory")
             if options is not None and options.name:

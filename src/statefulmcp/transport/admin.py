@@ -5,6 +5,7 @@ publish: a string where a boolean belongs (`"purge": "false"`) is refused, never
 
 from __future__ import annotations
 
+import asyncio
 import json
 from contextvars import ContextVar
 from dataclasses import asdict
@@ -13,6 +14,7 @@ from typing import Any
 
 from mcp_types import CallToolResult
 
+from statefulmcp._confined import Refused, read_confined
 from statefulmcp._errors import ComponentError, ToolCallError, ToolInputError
 from statefulmcp._options import options_from, options_schema
 from statefulmcp._tools import HostTool
@@ -122,16 +124,19 @@ def admin_tools(host: Host, allow_load: Path | None) -> list[HostTool]:
 def _loading_tools(host: Host, root: Path) -> list[HostTool]:
     async def load_component(arguments: dict[str, Any]) -> CallToolResult:
         path = arguments["path"]
-        if not path or "\x00" in path:
-            raise ToolCallError("load failed: `path` must be a non-empty file path without NUL characters")
-        resolved = (root / path).resolve()
-        if not resolved.is_relative_to(root):
-            raise ToolCallError(
-                f"refused: {path!r} resolves to {resolved}, outside the allowed directory {root}"
-            )
         try:
             options = options_from({k: v for k, v in arguments.items() if k != "path"})
-            names = await host.load(resolved, options)
+            # Resolved once, without following symlinks, and read from the checked descriptors;
+            # the load uses these bytes and never the path (see `_confined`).
+            files, directory = await asyncio.to_thread(read_confined, root, path)
+        except Refused as exc:
+            raise ToolCallError(str(exc)) from None
+        except ComponentError as exc:
+            raise ToolCallError(f"load failed: {exc}") from None
+        if directory and options is not None and options.name:
+            raise ToolCallError(f"load failed: {path}: a load-time name fits one component, not a directory")
+        try:
+            names = await host.load_all(files, options)
         except ComponentError as exc:
             raise ToolCallError(f"load failed: {exc}") from None
         tools = [t for info in host.list() if info.name in names for t in info.tools]

@@ -19,6 +19,7 @@ import wasmtime
 from mcp_types import CallToolResult, TextContent
 from wasmtime import component as wc
 
+from statefulmcp._confined import ComponentFile
 from statefulmcp.components import (
     ComponentError,
     ComponentSpec,
@@ -175,6 +176,10 @@ def _read(path: Path) -> bytes:
         source = path.read_bytes()
     except OSError as exc:
         raise ComponentError(f"{path}: cannot read the component: {exc.strerror or exc}") from None
+    return _checked_magic(path, source)
+
+
+def _checked_magic(path: Path, source: bytes) -> bytes:
     if not source.startswith(_MAGIC) and path.suffix != ".wat":
         raise ComponentError(f"{path}: not a WebAssembly file (it does not start with \\0asm)")
     return source
@@ -192,18 +197,21 @@ def _compile(path: Path, source: bytes, policy: Policy) -> wc.Component:
         ) from None
 
 
-def load_wasm(path: Path, options: LoadOptions | None = None) -> ComponentSpec:
+def load_wasm(
+    path: Path, options: LoadOptions | None = None, checked: ComponentFile | None = None
+) -> ComponentSpec:
     """Load a WebAssembly component; its exported functions become its tools.
 
     Options come from `options` where set, then from the policy file beside the component
     (`<stem>.toml`), then the defaults: stateless, no key, deny everything. Linear memory is never
     persisted, so durability is always "memory": a stateful instance keeps its state until it is
-    unloaded, the server stops, or it traps.
+    unloaded, the server stops, or it traps. With `checked`, the component and its policy are
+    those bytes, already read; the disk is not looked at.
     """
     # absolute(), not resolve(): a symlinked component keeps the policy beside the link.
     path = Path(path).absolute()
-    source = _read(path)
-    policy = load_policy(path)
+    source = _read(path) if checked is None else _checked_magic(path, checked.data)
+    policy = load_policy(path, None if checked is None else checked.policies)
     opts = (options or LoadOptions()).over(policy.options)
     name = opts.name or snake_case(path.stem)
     if opts.durability == "turn":

@@ -107,13 +107,24 @@ def policy_path(component: Path) -> Path | None:
     return found[0] if found else None
 
 
-def load_policy(component: Path) -> Policy:
-    """The policy beside `component`, or the deny-everything default when there is none."""
-    path = policy_path(component)
+def load_policy(component: Path, texts: dict[Path, str] | None = None) -> Policy:
+    """The policy beside `component`, or the deny-everything default when there is none.
+
+    `texts` are the policy files beside it, already read by the caller (path -> text); then the
+    disk is not looked at.
+    """
+    if texts is None:
+        path = policy_path(component)
+    elif len(texts) > 1:
+        raise ComponentError(
+            f"{component}: several policy files ({', '.join(p.name for p in texts)}); keep exactly one"
+        )
+    else:
+        path = next(iter(texts), None)
     if path is None:
         return Policy()
     try:
-        data = _FORMATS[path.suffix](path.read_text())
+        data = _FORMATS[path.suffix](path.read_text() if texts is None else texts[path])
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         raise ComponentError(f"{path}: cannot read the policy of {component.name}: {exc}") from None
     if data is None:
