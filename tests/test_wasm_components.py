@@ -296,7 +296,14 @@ def test_details_show_grants_and_limits(tmp_path: Path) -> None:
     assert details["dirs"] == [{"host": str(tmp_path / "data"), "guest": "/data", "mode": "read-only"}]
     assert details["env"] == ["HOME"]
     assert details["network"] == "denied"
-    assert details["limits"] == {"deadline_seconds": 10.0, "fuel": None, "memory_mib": 64}
+    assert details["limits"] == {
+        "deadline_seconds": 10.0,
+        "fuel": None,
+        "memory_mib": 64,
+        "memories": 1,
+        "table_elements": 50_000,
+        "instances": 16,
+    }
 
 
 def test_policy_sets_load_defaults_and_load_options_win(tmp_path: Path) -> None:
@@ -386,3 +393,25 @@ def test_the_epoch_ticker_runs_only_while_calls_do_and_then_ends(tmp_path: Path)
     for thread in [t for t in threading.enumerate() if t.name == "statefulmcp-wasm-epoch"]:
         thread.join(wasm_engine.LINGER_SECONDS + 10)
     assert ticker.ticks - ticks < (wasm_engine.LINGER_SECONDS + 10) / wasm_engine.TICK_SECONDS
+
+
+def test_memory_and_tables_are_bounded_per_instance_not_per_memory(tmp_path: Path) -> None:
+    """Before: a component instantiating its core module four times held four times its
+    `memory_mib`, and tables grew without limit. Now its memories share one cap."""
+    with pytest.raises(
+        ComponentError, match=r"more linear memories than its policy allows \(limits\.memories = 1\)"
+    ):
+        component(tmp_path, "hoard")
+    policy = "[limits]\nmemory_mib = 8\nmemories = 4\ntable_elements = 1000\n"
+    spec = component(tmp_path, "hoard", policy)
+    instance = spec.new_instance()
+    instance.start()
+    # 8 MiB over four memories: 2 MiB (32 pages) each, one page in use from the start.
+    assert call(spec, instance, "grow_a", pages=31) == {"result": 1}
+    assert call(spec, instance, "grow_a", pages=1) == {"result": -1}  # refused: a's share is used
+    for other in ("grow_b", "grow_c", "grow_d"):
+        assert call(spec, instance, other, pages=31) == {"result": 1}
+        assert call(spec, instance, other, pages=1) == {"result": -1}  # 8 MiB in all, never more
+    assert call(spec, instance, "grow_table", entries=999) == {"result": 1}
+    assert call(spec, instance, "grow_table", entries=1) == {"result": -1}  # 1000 entries per table
+    assert spec.details["limits"]["memories"] == 4 and spec.details["limits"]["table_elements"] == 1000

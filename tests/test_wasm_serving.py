@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import wasmtime
@@ -196,3 +197,29 @@ async def test_handles_work_for_wasm_components_as_for_python_ones(
             assert "unknown or closed handle" in error(
                 await session.call_tool("counter_add", {"session": "made-up", "n": 1})
             )
+
+
+async def test_live_keyed_instances_are_bounded_and_an_evicted_key_is_told_once(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Before: every key kept its own linear memory until unload (40 keys x 16 MiB = 1 GB)."""
+    policy = 'stateful = true\nkey = "session"\n[limits]\ninstances = 2\n'
+    counter = install(tmp_path / "components", "counter", policy)
+    with running(counter, tmp=tmp_path, env=env) as server:
+        async with http_session(server.url) as session:
+
+            async def add(key: str, n: int) -> Any:
+                return await session.call_tool("counter_add", {"session": key, "n": n})
+
+            assert value(await add("a", 5)) == 5
+            assert value(await add("b", 1)) == 1
+            assert value(await add("a", 1)) == 6  # `b` is now the least recently used
+            assert value(await add("c", 7)) == 7  # evicts `b`
+            lost = error(await add("b", 1))
+            assert "evicted" in lost and "limits.instances" in lost and "state was lost" in lost
+            assert value(await add("b", 1)) == 1  # told once; then a fresh instance (evicting `a`)
+            assert value(await add("c", 1)) == 8  # untouched
+            listed = await session.call_tool("list_components", {})
+            (info,) = [c for c in listed.structured_content["components"] if c["name"] == "counter"]
+            assert info["instances"] == 2
+        assert "evicted counter['b']" in server.log()

@@ -109,6 +109,10 @@ class ComponentSpec:
     """True for Python classes: the host gives each instance `self.state` and `self.wait_until`."""
     sandboxed: bool = False
     """True for WebAssembly: its calls run on threads of their own, which user sync code cannot fill."""
+    max_instances: int | None = None
+    """Live instances kept at most; for a new key beyond it the least recently used idle one is
+    evicted. WebAssembly only: each holds its own linear memory, so keys must not add up without
+    bound (a Python instance's memory is the component author's to bound)."""
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])

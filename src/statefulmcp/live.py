@@ -60,6 +60,8 @@ class LiveComponent:
         self.bind = bind
         self.slots = SyncSlots(sync_limit)
         self.instances: dict[str | None, Instance] = {}
+        self.evicted: dict[str | None, None] = {}
+        """Keys whose instance was evicted (see `_make_room`), oldest first."""
         self.handles = Handles(spec.name, self.store) if spec.handles else None
         self.closed = False
         self.ended = {name: LoopStats() for name, _ in spec.backgrounds}
@@ -131,7 +133,11 @@ class LiveComponent:
             key = await self._key_of(arguments)
             instance = self.instances.get(key)
             if instance is None:
+                if self.spec.max_instances is not None:
+                    self._make_room(key, self.spec.max_instances)
                 instance = self.instances[key] = Instance(self, key)
+            elif self.spec.max_instances is not None:
+                self.instances[key] = self.instances.pop(key)  # most recently used last
 
             try:
                 return await instance.turn(self._body(tool, instance, arguments), finish)
@@ -241,6 +247,35 @@ class LiveComponent:
             return None
 
         await instance.turn(nothing)
+
+    def _make_room(self, key: str | None, limit: int) -> None:
+        """Before a new instance: evict the least recently used idle one while at `limit`.
+
+        An evicted instance's in-memory state is gone, and its key's next call says so once (as
+        after a trap) before starting afresh: state must never vanish without a word.
+        """
+        if key in self.evicted:
+            del self.evicted[key]
+            raise ToolCallError(
+                f"{self.name}[{key!r}] was evicted to keep at most {limit} live instances (the policy's "
+                "limits.instances), and its in-memory state was lost; the next call starts a fresh instance"
+            )
+        while len(self.instances) >= limit:
+            idle = next(
+                (i for i in self.instances.values() if not (i.lock.locked() or i.waiters or i.activating)),
+                None,
+            )
+            if idle is None:
+                raise ToolCallError(
+                    f"{self.name} has {limit} live instances, all in a call (the policy's limits.instances); "
+                    "retry when one finishes, or raise limits.instances"
+                )
+            self.drop(idle, "evicted")
+            log.info("evicted %s: at most %d live instances (limits.instances)", idle.label, limit)
+            if idle.activated:
+                self.evicted[idle.key] = None
+                while len(self.evicted) > 4 * limit:  # remembered for a while, not forever
+                    del self.evicted[next(iter(self.evicted))]
 
     # -- dropping -------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from wasmtime import component as wc
 from statefulmcp.components import InstanceLost
 from statefulmcp.wasm import engine as engines
 from statefulmcp.wasm import traps
-from statefulmcp.wasm.policy import Policy
+from statefulmcp.wasm.policy import MAX_TABLES, Policy
 
 log = logging.getLogger("statefulmcp.wasm")
 
@@ -142,7 +142,13 @@ def _store(blueprint: Blueprint, stderr: _Stderr) -> wasmtime.Store:
     """A Store that denies everything the policy does not grant."""
     policy = blueprint.policy
     store = wasmtime.Store(blueprint.engine)
-    store.set_limits(memory_size=policy.limits.memory_mib * 1024 * 1024)
+    limits = policy.limits
+    store.set_limits(
+        memory_size=limits.bytes_per_memory,
+        memories=limits.memories,
+        table_elements=limits.table_elements,
+        tables=MAX_TABLES,
+    )
     wasi = wasmtime.WasiConfig()
     wasi.argv = [blueprint.name]
     wasi.env = [(name, os.environ[name]) for name in policy.env if name in os.environ]

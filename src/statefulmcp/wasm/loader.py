@@ -251,6 +251,7 @@ def load_wasm(
         durability="memory",
         details={"kind": "wasm", **policy.describe()},
         sandboxed=True,
+        max_instances=policy.limits.instances if key else None,
     )
 
 

@@ -10,7 +10,10 @@ what it may do (`notes.yaml` works too, with the same keys):
     [limits]
     deadline_seconds = 10      # wall clock per call (epoch interruption)
     fuel = 50_000_000          # optional: instructions per call, roughly
-    memory_mib = 64            # linear memory cap per instance
+    memory_mib = 64            # linear memory per instance, all its memories together
+    memories = 1               # linear memories an instance may have (each gets memory_mib / memories)
+    table_elements = 50_000    # entries per table (at most 16 tables)
+    instances = 16             # live instances (keys, handles) kept; the least recently used idle one goes
 
     [env]
     allow = ["GREETING"]       # passed through from the host's environment, by name
@@ -37,9 +40,15 @@ from statefulmcp.components import ComponentError, LoadOptions
 
 DEFAULT_DEADLINE_SECONDS = 10.0
 DEFAULT_MEMORY_MIB = 64
+DEFAULT_MEMORIES = 1
+DEFAULT_TABLE_ELEMENTS = 50_000
+DEFAULT_INSTANCES = 16
+MAX_TABLES = 16
+"""Tables per instance (componentize-py builds have 2); with `table_elements` they bound the
+memory tables take: 16 x 50,000 entries x 8 bytes = 6.4 MB by default."""
 
 _TOP_KEYS = {"name", "stateful", "key", "handles", "limits", "env", "dir"}
-_LIMIT_KEYS = {"deadline_seconds", "fuel", "memory_mib"}
+_LIMIT_KEYS = {"deadline_seconds", "fuel", "memory_mib", "memories", "table_elements", "instances"}
 _DIR_KEYS = {"host", "guest", "mode"}
 _MODES = {"read-only": False, "read-write": True}
 
@@ -55,11 +64,24 @@ class DirGrant:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Per-call and per-instance limits; a call that exceeds one traps and loses its instance."""
+    """Per-call and per-instance limits; a call that exceeds one traps and loses its instance.
+
+    Memory and tables are bounded per Store (one per instance), not per linear memory: wasmtime's
+    store limits cap each memory's size and the number of memories, so `memory_mib` is split
+    evenly across the `memories` an instance may have. A component that instantiates its core
+    module four times no longer holds four times its cap: it fails to load, naming `memories`.
+    """
 
     deadline_seconds: float = DEFAULT_DEADLINE_SECONDS
     fuel: int | None = None
     memory_mib: int = DEFAULT_MEMORY_MIB
+    memories: int = DEFAULT_MEMORIES
+    table_elements: int = DEFAULT_TABLE_ELEMENTS
+    instances: int = DEFAULT_INSTANCES
+
+    @property
+    def bytes_per_memory(self) -> int:
+        return self.memory_mib * 1024 * 1024 // self.memories
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +108,9 @@ class Policy:
                 "deadline_seconds": self.limits.deadline_seconds,
                 "fuel": self.limits.fuel,
                 "memory_mib": self.limits.memory_mib,
+                "memories": self.limits.memories,
+                "table_elements": self.limits.table_elements,
+                "instances": self.limits.instances,
             },
         }
 
@@ -162,7 +187,13 @@ def _parse(path: Path, data: dict[str, Any]) -> Policy:
     deadline = lim.get("deadline_seconds", (int, float), "a number of seconds")
     fuel = lim.get("fuel", int, "a whole number")
     memory = lim.get("memory_mib", int, "a whole number of MiB")
-    for key, value in (("deadline_seconds", deadline), ("fuel", fuel), ("memory_mib", memory)):
+    counts = {key: lim.get(key, int, "a whole number") for key in ("memories", "table_elements", "instances")}
+    for key, value in (
+        ("deadline_seconds", deadline),
+        ("fuel", fuel),
+        ("memory_mib", memory),
+        *counts.items(),
+    ):
         if value is not None and value <= 0:
             lim.fail(key, "must be positive")
     env_table = top.get("env", dict, "a table") or {}
@@ -178,6 +209,9 @@ def _parse(path: Path, data: dict[str, Any]) -> Policy:
             deadline_seconds=float(deadline) if deadline is not None else DEFAULT_DEADLINE_SECONDS,
             fuel=fuel,
             memory_mib=memory if memory is not None else DEFAULT_MEMORY_MIB,
+            memories=counts["memories"] or DEFAULT_MEMORIES,
+            table_elements=counts["table_elements"] or DEFAULT_TABLE_ELEMENTS,
+            instances=counts["instances"] or DEFAULT_INSTANCES,
         ),
         options=LoadOptions(
             name=top.get("name", str, "a string"),

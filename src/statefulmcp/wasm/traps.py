@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import wasmtime
 
-from statefulmcp.wasm.policy import Limits
+from statefulmcp.wasm.policy import MAX_TABLES, Limits
 
 
 def cause(error: wasmtime.WasmtimeError, limits: Limits, stderr_tail: str) -> str:
@@ -21,6 +21,19 @@ def cause(error: wasmtime.WasmtimeError, limits: Limits, stderr_tail: str) -> st
     if isinstance(error, wasmtime.ExitTrap):
         return f"exited with status {error.code}"
     text = str(error)
+    if "memory count too high" in text:
+        return (
+            f"has more linear memories than its policy allows (limits.memories = {limits.memories}); "
+            "raise limits.memories if you trust it (memory_mib is then shared among its memories)"
+        )
+    if "table count too high" in text:
+        return f"has more than {MAX_TABLES} tables, which no component needs; it was refused"
+    if "resource limit exceeded" in text:
+        first = text.strip().splitlines()[0]
+        return (
+            f"needs more than its policy's limits allow ({first}); raise limits.memory_mib or "
+            "limits.table_elements if you trust it"
+        )
     reason = next(
         (
             line.strip()[len("wasm trap:") :].strip()
