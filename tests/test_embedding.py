@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import weakref
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,6 +94,30 @@ def test_a_keyed_component_must_be_stateful() -> None:
         from statefulmcp.components import spec_from_class
 
         spec_from_class(Loose, "test")
+
+
+async def test_an_unloaded_instance_lets_go_of_its_object_at_once() -> None:
+    """Without waiting for the cyclic collector: a Wasm instance's object holds its linear memory."""
+    made: list[weakref.ref[Any]] = []
+
+    @component(stateful=True, key="k")
+    class Held(Stateful):
+        def __init__(self) -> None:
+            made.append(weakref.ref(self))
+
+        @tool
+        async def hi(self, k: str) -> str:
+            return k
+
+    gc.disable()
+    try:
+        async with Host(max_call_seconds=None) as host:
+            await host.load(Held)
+            assert await host.call("held_hi", {"k": "a"}) == "a"
+            await host.unload("held")
+            assert [ref() is None for ref in made] == [True]
+    finally:
+        gc.enable()
 
 
 def test_state_view_tracks_changes_and_rolls_back() -> None:

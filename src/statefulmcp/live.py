@@ -299,6 +299,10 @@ class LiveComponent:
                 close(instance.obj)
             except Exception:
                 log.exception("closing an instance of %s failed", self.name)
+        # An `Instance` sits in reference cycles (its view calls back into it), so it lives until
+        # the cyclic collector runs; what its object holds, a Wasm Store's linear memory above
+        # all, is let go now. A body still running keeps its own reference.
+        instance.obj = None
 
     async def passivate(self, key: str | None, *, reason: str) -> None:
         """Deactivate the instance for `key`, if live (a closed handle)."""
