@@ -13,6 +13,7 @@ from `statefulmcp`::
     ├── InstanceLost          an instance can never be used again (a WebAssembly trap)
     ├── ActivationError       an instance's `on_activate` failed
     ├── StoreError            the state store cannot be opened or written
+    │   └── StaleInstanceError    memory can no longer be trusted (fenced, or a commit in doubt)
     ├── RemoteCallError       a tool on another server failed or did not answer
     └── HostStateError        the host was used outside its life cycle (call before start)
 
@@ -65,6 +66,12 @@ class ActivationError(StatefulMCPError):
 
 class StoreError(StatefulMCPError):
     """The store cannot be opened or written; the message names the file and what to do."""
+
+
+class StaleInstanceError(StoreError):
+    """A commit was refused or its outcome is unknown, so the instance's memory may differ from
+    the store: another replica owns the instance now (a fenced commit), or the connection broke
+    during the commit. The instance is dropped; the next call activates it from the store."""
 
 
 class RemoteCallError(StatefulMCPError):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import uvloop
 
+from statefulmcp.cluster import DEFAULT_LEASE_SECONDS
 from statefulmcp.transport.http import HttpLimits
 from statefulmcp.transport.lifespan import ServeOptions, finish, serve
 
@@ -48,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="URL",
         help="durable state: sqlite:///relative/path, sqlite:////absolute/path or a path "
-        "(default ./.statefulmcp/state.db)",
+        "(default ./.statefulmcp/state.db), or postgresql://user@host/db: replicas sharing one "
+        "PostgreSQL serve the same components with one owner per key (docs/scaling.md)",
     )
     serve.add_argument(
         "--durability",
@@ -70,6 +72,21 @@ def _parser() -> argparse.ArgumentParser:
         default=300.0,
         metavar="SECONDS",
         help="cap on every tool call (default 300); @tool(timeout=...) can lower it per tool",
+    )
+    replicas = serve.add_argument_group("replicas (with --state postgresql://...); see docs/scaling.md")
+    replicas.add_argument(
+        "--lease-seconds",
+        type=_positive(float),
+        default=DEFAULT_LEASE_SECONDS,
+        metavar="SECONDS",
+        help="a replica that has not renewed its lease for this long is dead to the others, which "
+        "take its keys over (default 2); it renews every third of it",
+    )
+    replicas.add_argument(
+        "--audit-commits",
+        action="store_true",
+        help="also record every commit's (component, key, replica, epoch) in statefulmcp_commits, "
+        "for the fault-injection checker",
     )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     access = serve.add_argument_group("who may connect (HTTP); see docs/security.md")
@@ -213,6 +230,8 @@ def main(argv: list[str] | None = None) -> None:
         max_sessions=args.max_sessions,
         max_sessions_per_client=args.max_sessions_per_client,
         session_idle_timeout=args.session_idle_timeout,
+        lease_seconds=args.lease_seconds,
+        audit_commits=args.audit_commits,
     )
     # uvloop makes the transport loop (HTTP parsing, SSE framing) markedly cheaper per call.
     finish(uvloop.run(serve(options)))

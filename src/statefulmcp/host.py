@@ -13,6 +13,7 @@ import copy
 import enum
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from statefulmcp._errors import (
 from statefulmcp._importing import import_file
 from statefulmcp._options import LoadOptions
 from statefulmcp._tools import ComponentTool, EngineTool, Entry, Finish, HostTool, ToolTable
+from statefulmcp.cluster import DEFAULT_LEASE_SECONDS, NOT_OWNER, Cluster, Elsewhere
 from statefulmcp.components import (
     ComponentSpec,
     refuse_lazy,
@@ -43,8 +45,8 @@ from statefulmcp.components import (
 from statefulmcp.engine import Engine
 from statefulmcp.handles import handle_tools
 from statefulmcp.live import LiveComponent
-from statefulmcp.remote import Remote, RemotePool
-from statefulmcp.state import Store, Sync, store_path
+from statefulmcp.remote import Remote, RemotePool, result_value
+from statefulmcp.state import Store, Sync, is_postgres, store_path
 from statefulmcp.state.sqlite import SqliteStore
 
 log = logging.getLogger("statefulmcp.host")
@@ -123,11 +125,19 @@ class Host:
         hook_seconds: float = 10.0,
         workers: int = 64,
         stall_seconds: float = 2.0,
+        advertise: str | None = None,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        audit_commits: bool = False,
     ) -> None:
         self.engine = Engine(workers=workers, stall_seconds=stall_seconds)
         self._state = state
         self._sync: Sync = sync
         self.store: Store | None = None
+        self.cluster: Cluster | None = None
+        """Set when the state is PostgreSQL: this process is one replica of possibly several."""
+        self._advertise = advertise
+        self._lease = lease_seconds
+        self._audit = audit_commits
         self.max_call_seconds = max_call_seconds
         self.hook_seconds = hook_seconds
         self.remotes = RemotePool()
@@ -149,7 +159,9 @@ class Host:
             return
         if self._life is not _Life.UNOPENED:
             raise HostStateError("this host was closed and cannot be reopened; create a new Host")
-        if isinstance(self._state, str | Path):
+        if is_postgres(self._state):
+            self._start_replica(str(self._state))
+        elif isinstance(self._state, str | Path):
             self.store = SqliteStore(store_path(self._state), sync=self._sync)
             engine = self.engine
             self.store.alone = lambda: engine.calls <= 1  # the committing call itself
@@ -157,6 +169,31 @@ class Host:
             self.store = self._state
         self.engine.start()
         self._life = _Life.OPEN
+
+    def _start_replica(self, url: str) -> None:
+        """Open the shared store and join the replicas (see `statefulmcp.cluster`)."""
+        from statefulmcp.state.postgres import PostgresStore
+
+        store = PostgresStore(url, audit=self._audit)
+        cluster = Cluster(
+            url, advertise=self._advertise, lease=self._lease, call_seconds=self.max_call_seconds
+        )
+        store.replica = cluster.replica
+        try:
+            cluster.start()
+        except BaseException:
+            store.close()
+            cluster.ownership.close()
+            raise
+        engine = self.engine
+        cluster.on_new_life.append(lambda: engine.loop.call_soon_threadsafe(self._drop_everything))
+        self.store, self.cluster = store, cluster
+
+    def _drop_everything(self) -> None:
+        """This replica's lease expired: every instance may have moved; none may run again here."""
+        for live in self._components.values():
+            for instance in list(live.instances.values()):
+                live.drop(instance, "dropped: this replica's lease expired, so the instance may have moved")
 
     def _require_open(self, *, draining_ok: bool = False) -> None:
         life = self._life
@@ -228,8 +265,15 @@ class Host:
         self._life = _Life.DRAINING
         await self._unload_all()
         await self.engine.run(self.remotes.close)
+        cluster = self.cluster
+        if cluster is not None:
+            await cluster.release_all()  # after the last commit: the others claim without waiting
+            await cluster.close_pool()
+            await self.engine.run(cluster.close_pool)
         self._life = _Life.CLOSED
         await asyncio.to_thread(self.engine.stop)
+        if cluster is not None:
+            await asyncio.to_thread(cluster.close)
         if self.store is not None:
             await asyncio.to_thread(self.store.close)
 
@@ -339,6 +383,7 @@ class Host:
             hook_seconds=self.hook_seconds,
             sync_limit=max(1, self.engine.workers // 4),
             bind=self._binder(spec),
+            cluster=self.cluster,
         )
 
     def _entries(self, live: LiveComponent) -> dict[str, Entry]:
@@ -355,7 +400,12 @@ class Host:
                 return await handles.open()
 
             async def close(live: LiveComponent, arguments: dict[str, Any]) -> bool:
-                if not await handles.close(live, arguments[key]):
+                handle = arguments[key]
+                if live.cluster is not None and handle not in live.instances:
+                    # Closed where it lives: claimed here, or forwarded to its owner (`Elsewhere`).
+                    await handles.check(handle)
+                    await live.activate(handle)
+                if not await handles.close(live, handle):
                     raise ToolCallError(
                         f"unknown or closed handle {arguments[key]!r} for component {spec.name!r}"
                     )
@@ -432,13 +482,19 @@ class Host:
         return count
 
     async def _activate_all(self, live: LiveComponent) -> int:
-        if live.spec.key is None:
-            await live.activate(None)
-            return 1
-        keys = await live.store.keys(live.name) if live.store is not None else []
+        """With replicas, each key is activated by the replica that claims it first; the others
+        skip it (its owner runs it, and its background work, alone)."""
+        keys: list[str | None] = [None]
+        if live.spec.key is not None:
+            keys = list(await live.store.keys(live.name)) if live.store is not None else []
+        count = 0
         for key in keys:
-            await live.activate(key)
-        return len(keys)
+            try:
+                await live.activate(key)
+            except Elsewhere:
+                continue
+            count += 1
+        return count
 
     # -- calls to other tools ---------------------------------------------------------------
 
@@ -531,7 +587,7 @@ class Host:
             self._calls.add(task)
         try:
             return await entry.run(arguments, finish)
-        except ToolCallError:
+        except (ToolCallError, Elsewhere):
             raise
         except asyncio.CancelledError:
             if task is None or task not in self._cut:
@@ -558,20 +614,83 @@ class Host:
     async def call(self, name: str, arguments: dict[str, Any] | None = None) -> Any:
         """Call a tool in-process; returns a copy of what it returned, made inside its turn.
 
-        Raises `ToolCallError` on failure.
+        Raises `ToolCallError` on failure. With replicas, a call whose instance another replica
+        owns is forwarded there.
         """
         if self._life is not _Life.OPEN:
             self._require_open(draining_ok=self.engine.on_engine())
         entry, validated = self._resolve(name, arguments)
-        return await self._run(name, entry, validated, functools.partial(_private_copy, name))
+        try:
+            return await self._run(name, entry, validated, functools.partial(_private_copy, name))
+        except Elsewhere as where:
+            result = await self._forward(where, name, arguments or {}, token=None)
+            if result.is_error:
+                raise ToolCallError(_text_of(result)) from None
+            return result_value(result)
 
-    async def call_result(self, name: str, arguments: dict[str, Any] | None = None) -> CallToolResult:
-        """Call a tool and return the MCP result; failures become `isError` results, never raise."""
+    async def call_result(
+        self,
+        name: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        forwarded: str | None = None,
+        token: str | None = None,
+    ) -> CallToolResult:
+        """Call a tool and return the MCP result; failures become `isError` results, never raise.
+
+        `forwarded` names the replica that forwarded this call (it is never forwarded again);
+        `token` is the caller's bearer token, passed on when the call must be forwarded.
+        """
         try:
             if self._life is not _Life.OPEN:
                 self._require_open()
             entry, validated = self._resolve(name, arguments)
-            result: CallToolResult = await self._run(name, entry, validated, entry.spec.to_result)
-            return result
+            try:
+                result: CallToolResult = await self._run(name, entry, validated, entry.spec.to_result)
+                return result
+            except Elsewhere as where:
+                if forwarded is not None:
+                    return _not_owner(str(where))
+                return await self._forward(where, name, arguments or {}, token=token)
         except (ToolCallError, ToolResultError, HostStateError) as exc:
+            if forwarded is not None and self._life is not _Life.OPEN:
+                return _not_owner(str(exc))  # draining: the forwarding replica waits for the hand-off
             return tool_result_text(str(exc), error=True)
+
+    async def _forward(
+        self, where: Elsewhere, name: str, arguments: dict[str, Any], *, token: str | None
+    ) -> CallToolResult:
+        """Send the call to the owner. When the owner is gone or draining, wait for its keys to
+        move (its lease to expire, or its hand-off) and route the call again, within a bound."""
+        cluster = self.cluster
+        assert cluster is not None
+        deadline = time.monotonic() + 2 * cluster.membership.lease + 1.0
+        while True:
+            result, why = await cluster.forward(where, name, arguments, token=token)
+            if result is not None and not (result.meta or {}).get(NOT_OWNER):
+                return result
+            if result is not None:
+                why = _text_of(result)
+            if time.monotonic() > deadline:
+                raise ToolCallError(
+                    f"{where.component}[{where.key!r}] could not be reached: {why}; retry the call"
+                )
+            await asyncio.sleep(min(0.1, cluster.membership.lease / 10))
+            entry, validated = self._resolve(name, arguments)
+            try:
+                value: CallToolResult = await self._run(name, entry, validated, entry.spec.to_result)
+                return value
+            except Elsewhere as moved:
+                where = moved
+
+
+def _text_of(result: CallToolResult) -> str:
+    return " ".join(getattr(block, "text", "") for block in result.content)
+
+
+def _not_owner(why: str) -> CallToolResult:
+    """The answer to a forwarded call this replica cannot serve: the forwarding replica routes
+    the call again (this one never forwards a forwarded call: one hop at most)."""
+    result = tool_result_text(f"not the owner: {why}; retry", error=True)
+    result.meta = {NOT_OWNER: True}
+    return result

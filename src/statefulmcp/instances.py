@@ -29,7 +29,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from statefulmcp._errors import ActivationError, InstanceLost, StatefulMCPError, StoreError, ToolCallError
+from statefulmcp._errors import (
+    ActivationError,
+    InstanceLost,
+    StaleInstanceError,
+    StatefulMCPError,
+    StoreError,
+    ToolCallError,
+)
 from statefulmcp.engine import outcome
 from statefulmcp.state import Change, CommitChain
 from statefulmcp.state.view import StateView
@@ -86,6 +93,8 @@ class Instance:
         "chain",
         "dropped",
         "ending",
+        "epoch",
+        "generation",
         "holder",
         "in_flight",
         "key",
@@ -115,6 +124,10 @@ class Instance:
         self.in_flight = 0
         self.chain = CommitChain()
         self.wake_scheduled = False
+        self.epoch: int | None = None
+        """The ownership epoch this instance was claimed under (with replicas); fences its commits."""
+        self.generation = 0
+        """The lease generation of this replica when the instance was claimed (see `Membership`)."""
 
     @property
     def store_key(self) -> str:
@@ -151,6 +164,8 @@ class Instance:
                 raise Stale
             if not self.activated:
                 await self._activate()
+            elif self.epoch is not None:
+                self._check_owned()
             try:
                 value = finish(await body())
             except InstanceLost:
@@ -175,6 +190,20 @@ class Instance:
         finally:
             _held.reset(token)
             self._release(me)
+
+    def _check_owned(self) -> None:
+        """Refuse a turn unless this replica's lease still holds (see `Membership.holds`).
+
+        After a new lease generation the instance may have moved: it is dropped, and the call
+        is routed again (claiming it afresh, or forwarding it to its new owner).
+        """
+        cluster = self.owner.cluster
+        if cluster is None or cluster.holds(self.generation):
+            return
+        if self.generation != cluster.membership.generation:
+            self.owner.drop(self, "dropped: this replica's lease expired, so the instance may have moved")
+            raise Stale
+        raise cluster.refuse_unleased(self.label)
 
     async def _acquire(self) -> asyncio.Task[Any]:
         me = asyncio.current_task()
@@ -254,13 +283,17 @@ class Instance:
             raise
         # Chained while a tick's commit may still be in flight: this turn may have seen its writes.
         chain = self.chain if pipeline or self.pending is not None else None
-        commit = store.commit([Change(self.owner.name, self.store_key, names)], chain=chain)
+        commit = store.commit([Change(self.owner.name, self.store_key, names, self.epoch)], chain=chain)
         if pipeline and self.in_flight < MAX_PIPELINED:
             view.accept()
             self._pipeline(asyncio.ensure_future(commit))
             return
         try:
             await commit  # cancellation-safe: it returns the commit's outcome (see `Store.commit`)
+        except StaleInstanceError:
+            view.rollback()
+            self.owner.drop(self, "dropped: its commit was fenced or in doubt")
+            raise
         except BaseException:
             view.rollback()
             raise
@@ -392,6 +425,10 @@ class Instance:
         """Load state, build the object, run `on_activate`, commit, start background work."""
         owner = self.owner
         try:
+            if owner.cluster is not None:
+                self.epoch, self.generation = await owner.cluster.claim(
+                    owner.name, self.store_key, self.label
+                )
             if owner.store is not None:
                 self.view = StateView.from_rows(
                     await owner.store.load(owner.name, self.store_key), on_change=self._changed

@@ -17,6 +17,7 @@ from typing import Any
 
 from statefulmcp._errors import ActivationError, ToolCallError
 from statefulmcp.background import Background, LoopStats
+from statefulmcp.cluster import Cluster
 from statefulmcp.components import ComponentSpec, ToolSpec
 from statefulmcp.engine import Engine, SyncSlots
 from statefulmcp.handles import Handles
@@ -50,11 +51,14 @@ class LiveComponent:
         hook_seconds: float,
         sync_limit: int,
         bind: Callable[[Any], None] | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         self.spec = spec
         self.name = spec.name
         self.engine = engine
         self.store = store if spec.stateful and spec.durability == "turn" else None
+        self.cluster = cluster if spec.stateful else None
+        """With replicas: every stateful instance is claimed before it activates (one owner)."""
         self.max_call_seconds = max_call_seconds
         self.hook_seconds = hook_seconds
         self.bind = bind

@@ -7,12 +7,12 @@ import contextlib
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
-from mcp_types import CallToolResult
+from mcp_types import CallToolResult, RequestParamsMeta
 
 from statefulmcp._errors import RemoteCallError
 
@@ -62,6 +62,42 @@ def _explain(exc: BaseException, remote: Remote, refused: int | None) -> str:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return f"{type(exc).__name__}: {exc}"
+
+
+class CallNotSent(Exception):
+    """No session to the server could be opened: the call cannot have run there."""
+
+    def __init__(self, cause: BaseException, refused: int | None) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.refused = refused
+
+
+class CallFailed(Exception):
+    """The call was sent and failed without an answer: it may or may not have run."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """Whether `exc` (or an error it wraps) is a refused connection: the request never left."""
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        error = stack.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, httpx2.ConnectError | ConnectionRefusedError):
+            return True
+        if isinstance(error, BaseExceptionGroup):
+            stack.extend(error.exceptions)
+        for linked in (error.__cause__, error.__context__):
+            if linked is not None:
+                stack.append(linked)
+    return False
 
 
 class _Connection:
@@ -137,29 +173,55 @@ class RemotePool:
                 raise RemoteCallError(
                     f"{where}: Remote(..., token_env={remote.token_env!r}) but ${remote.token_env} is not set"
                 )
-        target = (remote.url, token)
-        connection: _Connection | None = None
         try:
-            async with asyncio.timeout(remote.timeout):
-                connection = self._connections.get(target)
-                if connection is None or connection.task.done():
-                    connection = self._connections[target] = _Connection(remote.url, token)
-                session = await connection.ready()
-                result = await session.call_tool(remote.tool, arguments)
+            result = await self.call_tool(
+                remote.url, remote.tool, arguments, token=token, timeout=remote.timeout
+            )
+        except CallNotSent as exc:
+            raise RemoteCallError(
+                f"{where} failed: {_explain(exc.cause, remote, exc.refused)}"
+            ) from exc.cause
+        except CallFailed as exc:
+            raise RemoteCallError(f"{where} failed: {_explain(exc.cause, remote, None)}") from exc.cause
         except TimeoutError:
             raise RemoteCallError(
                 f"{where} did not answer within {remote.timeout:g} s (the timeout of Remote(..., timeout=...))"
             ) from None
-        except RemoteCallError:
-            raise
-        except Exception as exc:
-            self._forget(target)
-            refused = connection.refused if connection is not None else None
-            raise RemoteCallError(f"{where} failed: {_explain(exc, remote, refused)}") from exc
         if result.is_error:
             text = " ".join(getattr(block, "text", "") for block in result.content)
             raise RemoteCallError(f"{where} returned an error: {text}")
         return result_value(result)
+
+    async def call_tool(
+        self,
+        url: str,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        token: str | None = None,
+        timeout: float,
+        meta: dict[str, Any] | None = None,
+    ) -> CallToolResult:
+        """The server's raw result. Raises `TimeoutError`, `CallNotSent` when the request cannot have
+        reached the server (no session could be opened), or `CallFailed` when it may have."""
+        target = (url, token)
+        connection: _Connection | None = None
+        async with asyncio.timeout(timeout):
+            connection = self._connections.get(target)
+            if connection is None or connection.task.done():
+                connection = self._connections[target] = _Connection(url, token)
+            try:
+                session = await connection.ready()
+            except Exception as exc:
+                self._forget(target)
+                raise CallNotSent(exc, connection.refused) from exc
+            try:
+                return await session.call_tool(tool, arguments, meta=cast(RequestParamsMeta | None, meta))
+            except Exception as exc:
+                self._forget(target)
+                if _never_connected(exc):
+                    raise CallNotSent(exc, None) from exc
+                raise CallFailed(exc) from exc
 
     def _forget(self, target: tuple[str, str | None]) -> None:
         connection = self._connections.pop(target, None)

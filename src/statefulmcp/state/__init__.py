@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 
 from statefulmcp._errors import StoreError
 
-__all__ = ["DELETED", "Change", "CommitChain", "Store", "StoreError", "Sync", "store_path"]
+__all__ = ["DELETED", "Change", "CommitChain", "Store", "StoreError", "Sync", "is_postgres", "store_path"]
 
 Sync = Literal["os", "process"]
 
@@ -32,11 +32,16 @@ DELETED: Any = _Deleted()
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """What one turn changed in one instance's state: name -> JSON text, or `DELETED`."""
+    """What one turn changed in one instance's state: name -> JSON text, or `DELETED`.
+
+    `epoch` is the ownership epoch the instance was activated under, when replicas share the
+    store: the commit lands only if that epoch is still the instance's current one (fencing).
+    """
 
     component: str
     key: str
     names: dict[str, Any]
+    epoch: int | None = None
 
 
 class CommitChain:
@@ -90,6 +95,11 @@ class Store(Protocol):
     def close(self) -> None:
         """Finish pending commits and release the store."""
         ...
+
+
+def is_postgres(url: object) -> bool:
+    """Whether a `--state` value names a PostgreSQL database (`postgresql://...`)."""
+    return isinstance(url, str) and url.startswith(("postgresql://", "postgres://"))
 
 
 def store_path(url: str | Path | None) -> Path:

@@ -17,14 +17,16 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from statefulmcp._errors import ActivationError, ComponentError, StoreError
+from statefulmcp.cluster import DEFAULT_LEASE_SECONDS
 from statefulmcp.host import Host
-from statefulmcp.state import Sync, store_path
+from statefulmcp.state import Sync, is_postgres, store_path
 from statefulmcp.transport.auth import ADMIN_SCOPE, AuthConfigError, build_access
 from statefulmcp.transport.http import (
     AddressInUse,
@@ -74,6 +76,8 @@ class ServeOptions:
     max_sessions: int = HttpLimits().max_sessions
     max_sessions_per_client: int = HttpLimits().max_sessions_per_client
     session_idle_timeout: float = HttpLimits().session_idle_timeout
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    audit_commits: bool = False
 
 
 class _CannotStart(Exception):
@@ -84,9 +88,12 @@ async def serve(options: ServeOptions) -> int:
     """Serve until a signal; returns the exit code."""
     try:
         host = Host(
-            state=store_path(options.state),
+            state=options.state if is_postgres(options.state) else store_path(options.state),
             sync=options.durability,
             max_call_seconds=options.max_call_seconds,
+            advertise=options.advertise,
+            lease_seconds=options.lease_seconds,
+            audit_commits=options.audit_commits,
         )
         host.start()
     except StoreError as exc:
@@ -203,6 +210,12 @@ async def _serve_http(
         raise _CannotStart(str(exc)) from None
     if access.verifier is not None:
         frontend.admin_scope = ADMIN_SCOPE
+    if host.cluster is not None:
+        try:
+            await host.cluster.set_address(options.advertise or _replica_url(bind_host, sock))
+        except ValueError as exc:
+            sock.close()
+            raise _CannotStart(str(exc)) from None
     readiness = Readiness(health=host.health)
     limits = HttpLimits(
         max_connections=options.max_connections,
@@ -228,6 +241,16 @@ async def _serve_http(
         await asyncio.gather(serving, return_exceptions=True)
         raise
     await serving
+
+
+def _replica_url(bind_host: str, sock: socket.socket) -> str:
+    """Where the other replicas reach this one when `--advertise` does not say."""
+    if bind_host in ("0.0.0.0", "::", ""):
+        raise ValueError(
+            f"--http {bind_host}: replicas forward calls to each other, and a wildcard address is not "
+            "one they can reach; pass --advertise http://THIS-HOST:PORT/mcp"
+        )
+    return url_of(sock)
 
 
 async def _serve_stdio(

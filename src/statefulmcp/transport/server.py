@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from mcp_types import (
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
+from statefulmcp.cluster import FORWARDED
 from statefulmcp.components import tool_result_text
 from statefulmcp.host import Host
 from statefulmcp.transport.admin import ADMIN_TOOLS, admin_tools, caller_is_admin
@@ -164,9 +165,30 @@ class McpFrontend:
                 "the scope to call tools",
                 error=True,
             )
+        if self.host.cluster is not None:
+            return await self._call_replicated(ctx, name, arguments)
         if _wants_progress(ctx):
             return await self._call_with_heartbeat(ctx, name, arguments)
         return await self.host.call_result(name, arguments)
+
+    async def _call_replicated(
+        self, ctx: ServerRequestContext[Any], name: str, arguments: dict[str, Any]
+    ) -> CallToolResult:
+        """A call on a replica: it may have been forwarded here (then it is never forwarded
+        again), and it may be forwarded on with the caller's own token."""
+        meta = ctx.params.get("_meta") if ctx.params else None
+        forwarded = meta.get(FORWARDED) if isinstance(meta, Mapping) else None
+        token = None
+        request = getattr(ctx, "request", None)
+        if request is not None:
+            scheme, _, value = request.headers.get("authorization", "").partition(" ")
+            token = value.strip() if scheme.lower() == "bearer" and value.strip() else None
+        call = self.host.call_result(
+            name, arguments, forwarded=forwarded if isinstance(forwarded, str) else None, token=token
+        )
+        if _wants_progress(ctx):
+            return await self._heartbeat(ctx, name, call)
+        return await call
 
     async def _call_with_heartbeat(
         self, ctx: ServerRequestContext[Any], name: str, arguments: dict[str, Any]
@@ -176,7 +198,12 @@ class McpFrontend:
         A long-poll may wait minutes in silence; clients and proxies time out silent requests,
         so a caller that asked for progress (by sending a token) hears from us meanwhile.
         """
-        call = asyncio.ensure_future(self.host.call_result(name, arguments))
+        return await self._heartbeat(ctx, name, self.host.call_result(name, arguments))
+
+    async def _heartbeat(
+        self, ctx: ServerRequestContext[Any], name: str, work: Coroutine[Any, Any, CallToolResult]
+    ) -> CallToolResult:
+        call = asyncio.ensure_future(work)
         started = time.monotonic()
         try:
             while True:

