@@ -223,3 +223,63 @@ async def test_live_keyed_instances_are_bounded_and_an_evicted_key_is_told_once(
             (info,) = [c for c in listed.structured_content["components"] if c["name"] == "counter"]
             assert info["instances"] == 2
         assert "evicted counter['b']" in server.log()
+
+
+async def test_option_arguments_and_fields_may_be_left_out_and_mean_none(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Before: every `option<T>` was required, so a caller had to send `null` for each."""
+    types = install(tmp_path / "components", "types")
+    with running(types, tmp=tmp_path, env=env) as server:
+        async with http_session(server.url) as session:
+            tools = {t.name: t for t in (await session.list_tools()).tools}
+            option = tools["types_echo_option"].input_schema
+            assert option["required"] == [] and option["properties"]["x"]["default"] is None
+            memo = tools["types_echo_memo"].input_schema["properties"]["x"]
+            assert memo["required"] == ["n"] and memo["properties"]["note"]["default"] is None
+            assert value(await session.call_tool("types_echo_option", {})) is None
+            assert value(await session.call_tool("types_echo_option", {"x": 4})) == 4
+            assert value(await session.call_tool("types_echo_memo", {"x": {"n": 1}})) == {
+                "n": 1,
+                "note": None,
+            }
+            assert "field 'x': missing required field 'n'" in error(
+                await session.call_tool("types_echo_memo", {"x": {"note": "a"}})
+            )
+
+
+async def test_a_call_that_returns_nothing_answers_ok(tmp_path: Path, env: dict[str, str]) -> None:
+    """Before: a unit `ok` (and a function with no result) came back as empty content."""
+    types = install(tmp_path / "components", "types")
+    with running(types, tmp=tmp_path, env=env) as server:
+        async with http_session(server.url) as session:
+            for name, arguments in [("types_echo_unit_result", {"x": {"ok": None}}), ("types_nothing", {})]:
+                result = await session.call_tool(name, arguments)
+                assert not result.is_error and text(result) == "ok", name
+                assert result.structured_content is None, name
+            failed = await session.call_tool("types_echo_unit_result", {"x": {"err": None}})
+            assert failed.is_error and text(failed) == "error"
+
+
+async def test_descriptions_are_the_doc_comments_the_component_carries(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Before: every description was generic (`echo-u8`, exported by ...), whatever the WIT said."""
+    types = install(tmp_path / "components", "types")
+    with running(types, tmp=tmp_path, env=env) as server:
+        async with http_session(server.url) as session:
+            tools = {t.name: t for t in (await session.list_tools()).tools}
+            assert tools["types_echo_u8"].description == "Returns `x` unchanged."
+            assert tools["types_scale"].description == "Multiplies `x` by `factor`."
+            assert tools["types_echo_u16"].description == (
+                "`echo-u16`, exported by the WebAssembly component types.wasm."
+            )
+
+
+async def test_log_level_is_accepted_in_any_case(tmp_path: Path, env: dict[str, str]) -> None:
+    counter = install(tmp_path / "components", "counter")
+    for level in ("info", "Debug"):
+        with running(counter, "--log-level", level, tmp=tmp_path, env=env) as server:
+            async with http_session(server.url) as session:
+                assert value(await session.call_tool("counter_add", {"session": "s", "n": 2})) == 2
+        assert ("DEBUG" in server.log()) is (level == "Debug")

@@ -71,7 +71,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="cap on every tool call (default 300); @tool(timeout=...) can lower it per tool",
     )
-    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="DEBUG, INFO (default), WARNING or ERROR, in any case",
+    )
     access = serve.add_argument_group("who may connect (HTTP); see docs/security.md")
     access.add_argument(
         "--advertise",
