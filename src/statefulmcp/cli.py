@@ -44,6 +44,13 @@ def _parser() -> argparse.ArgumentParser:
         "loading a component runs its code)",
     )
     serve.add_argument(
+        "--serve-what-loads",
+        action="store_true",
+        help="serve the components that load even when others do not: each failure is logged, listed "
+        "by list_components under 'failed' and named by /ready (200, status 'degraded'). Without it, a "
+        "component that does not load stops the server (exit code 2)",
+    )
+    serve.add_argument(
         "--state",
         default=None,
         metavar="URL",
@@ -203,6 +210,7 @@ def main(argv: list[str] | None = None) -> None:
         http=args.http,
         stdio=args.stdio,
         allow_load=args.allow_load,
+        serve_what_loads=args.serve_what_loads,
         state=args.state,
         durability=args.durability,
         drain_timeout=args.drain_timeout,

@@ -58,6 +58,7 @@ class ServeOptions:
     http: tuple[str, int] = ("127.0.0.1", 8000)
     stdio: bool = False
     allow_load: Path | None = None
+    serve_what_loads: bool = False
     state: str | None = None
     durability: Sync = "os"
     drain_timeout: float = 10.0
@@ -94,7 +95,10 @@ async def serve(options: ServeOptions) -> int:
         return 2
     bound = _ShutdownBound(options.drain_timeout)
     try:
-        await host.load_all(options.paths)
+        if options.serve_what_loads:
+            await host.load_what_loads(options.paths)
+        else:
+            await host.load_all(options.paths)
         frontend = McpFrontend(host, allow_load=options.allow_load)
         if options.stdio:
             await _serve_stdio(host, frontend, options, bound)
@@ -203,7 +207,9 @@ async def _serve_http(
         raise _CannotStart(str(exc)) from None
     if access.verifier is not None:
         frontend.admin_scope = ADMIN_SCOPE
-    readiness = Readiness(health=host.health)
+    readiness = Readiness(
+        health=host.health, missing=lambda: [Path(failure.source).name for failure in host.failed()]
+    )
     limits = HttpLimits(
         max_connections=options.max_connections,
         header_timeout=options.header_timeout,
