@@ -274,7 +274,8 @@ def _wasm(res: dict[str, Any]) -> list[Table]:
         t.note = (
             f"stateful / raw p50: {group['stateful_over_raw']:.2f}x; stateless / stateful p50: "
             f"{group['stateless_over_stateful']:.1f}x (medians of per-round ratios); RSS per live stateful "
-            f"instance: {group['rss_per_stateful_instance_kib']:,.1f} KiB"
+            f"instance: {group['rss_per_stateful_instance_kib']:,.1f} KiB; RSS per further load of the same "
+            f"file: {group['rss_per_load_kib']:,.1f} KiB"
         )
         tables.append(t)
     return tables

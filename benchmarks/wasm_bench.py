@@ -7,8 +7,10 @@ For the tiny WAT counter and for the componentize-py notes component, one run in
   call costs the wasm layer, without the transport);
 - stateless: the same with `new_instance()` per call (a fresh Store + instantiation).
 
-RSS per live stateful instance: start N instances (each has run one call) and divide the RSS
-growth by N.
+RSS per live instance: start N instances (each has run one call; what a keyed component keeps
+per key) and divide the RSS growth by N. RSS per load: load the same file N more times under
+other names, keeping every load, and divide the RSS growth by N (the compiled code is shared, so
+this is the tool table and policy of a load, not its code).
 """
 
 from __future__ import annotations
@@ -102,11 +104,22 @@ def _rss_per_instance(spec: ComponentSpec, tool: str, arguments: dict[str, Any],
     return per
 
 
+def _rss_per_load(path: Path, n: int) -> float:
+    kept = [load_wasm(path, LoadOptions(name="warm"))]
+    gc.collect()
+    before = _rss_bytes()
+    kept += [load_wasm(path, LoadOptions(name=f"copy_{i}")) for i in range(n)]
+    gc.collect()
+    per = (_rss_bytes() - before) / n
+    del kept
+    return per
+
+
 def run(quick: bool) -> dict[str, Any]:
     sys.path.insert(0, str(TESTS))
     from wasm_components.build import notes_component
 
-    rounds, batch, n_instances = (5, 100, 20) if quick else (15, 300, 100)
+    rounds, batch, n_instances, n_loads = (5, 100, 20, 5) if quick else (15, 300, 100, 20)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         counter_path = Path(tmp) / "counter.wasm"
@@ -131,6 +144,7 @@ def run(quick: bool) -> dict[str, Any]:
             figures["rss_per_stateful_instance_kib"] = (
                 _rss_per_instance(spec, tool, arguments, n_instances) / 1024
             )
+            figures["rss_per_load_kib"] = _rss_per_load(path, n_loads) / 1024
             results[label] = figures
     results["targets"] = [
         {

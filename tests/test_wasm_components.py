@@ -415,3 +415,32 @@ def test_memory_and_tables_are_bounded_per_instance_not_per_memory(tmp_path: Pat
     assert call(spec, instance, "grow_table", entries=999) == {"result": 1}
     assert call(spec, instance, "grow_table", entries=1) == {"result": -1}  # 1000 entries per table
     assert spec.details["limits"]["memories"] == 4 and spec.details["limits"]["table_elements"] == 1000
+
+
+def test_loads_of_the_same_component_share_its_compiled_code_until_the_last_is_dropped(
+    tmp_path: Path,
+) -> None:
+    """Before: every load deserialized the compiled code again (about 36 MiB for a
+    componentize-py component), so 100 loads of one file held 100 copies."""
+    import gc
+
+    from statefulmcp.wasm import cache
+
+    one = component(tmp_path, "counter", name="one")
+    before = (cache.counts.compiled, cache.counts.deserialized, cache.counts.shared)
+    two = component(tmp_path, "counter", name="two", stateful=True)
+    assert (cache.counts.compiled, cache.counts.deserialized) == before[:2]
+    assert cache.counts.shared == before[2] + 1
+    assert call(two, two.new_instance(), "add", session="s", n=2) == {"result": 2}
+    assert call(one, one.new_instance(), "add", session="s", n=3) == {"result": 3}
+    changed = tmp_path / "counter.wat"
+    changed.write_text(changed.read_text() + "\n;; changed\n")
+    compiled = cache.counts.compiled
+    load_wasm(changed, LoadOptions(name="three"))
+    assert cache.counts.compiled == compiled + 1, "a changed file is compiled again"
+    del one, two
+    gc.collect()
+    deserialized = cache.counts.deserialized
+    spec = load_wasm(WAT / "counter.wat", LoadOptions(name="four"))
+    assert cache.counts.deserialized == deserialized + 1, "freed with its last load, then read from disk"
+    assert call(spec, spec.new_instance(), "add", session="s", n=1) == {"result": 1}

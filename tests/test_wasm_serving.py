@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx2 as httpx
 import pytest
 import wasmtime
-from conftest import error, http_session, running, text, value
+from conftest import error, http_session, running, start_server, text, value
 from mcp.shared.exceptions import MCPError
 from wasm_components.build import notes_component
 
@@ -223,3 +225,119 @@ async def test_live_keyed_instances_are_bounded_and_an_evicted_key_is_told_once(
             (info,) = [c for c in listed.structured_content["components"] if c["name"] == "counter"]
             assert info["instances"] == 2
         assert "evicted counter['b']" in server.log()
+
+
+async def test_option_arguments_and_fields_may_be_left_out_and_mean_none(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Before: every `option<T>` was required, so a caller had to send `null` for each."""
+    types = install(tmp_path / "components", "types")
+    with running(types, tmp=tmp_path, env=env) as server:
+        async with http_session(server.url) as session:
+            tools = {t.name: t for t in (await session.list_tools()).tools}
+            option = tools["types_echo_option"].input_schema
+            assert option["required"] == [] and option["properties"]["x"]["default"] is None
+            memo = tools["types_echo_memo"].input_schema["properties"]["x"]
+            assert memo["required"] == ["n"] and memo["properties"]["note"]["default"] is None
+            assert value(await session.call_tool("types_echo_option", {})) is None
+            assert value(await session.call_tool("types_echo_option", {"x": 4})) == 4
+            assert value(await session.call_tool("types_echo_memo", {"x": {"n": 1}})) == {
+                "n": 1,
+                "note": None,
+            }
+            assert "field 'x': missing required field 'n'" in error(
+                await session.call_tool("types_echo_memo", {"x": {"note": "a"}})
+            )
+
+
+async def test_a_call_that_returns_nothing_answers_ok(tmp_path: Path, env: dict[str, str]) -> None:
+    """Before: a unit `ok` (and a function with no result) came back as empty content."""
+    types = install(tmp_path / "components", "types")
+    with running(types, tmp=tmp_path, env=env) as server:
+        async with http_session(server.url) as session:
+            for name, arguments in [("types_echo_unit_result", {"x": {"ok": None}}), ("types_nothing", {})]:
+                result = await session.call_tool(name, arguments)
+                assert not result.is_error and text(result) == "ok", name
+                assert result.structured_content is None, name
+            failed = await session.call_tool("types_echo_unit_result", {"x": {"err": None}})
+            assert failed.is_error and text(failed) == "error"
+
+
+async def test_descriptions_are_the_doc_comments_the_component_carries(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Before: every description was generic (`echo-u8`, exported by ...), whatever the WIT said."""
+    types = install(tmp_path / "components", "types")
+    with running(types, tmp=tmp_path, env=env) as server:
+        async with http_session(server.url) as session:
+            tools = {t.name: t for t in (await session.list_tools()).tools}
+            assert tools["types_echo_u8"].description == "Returns `x` unchanged."
+            assert tools["types_scale"].description == "Multiplies `x` by `factor`."
+            assert tools["types_echo_u16"].description == (
+                "`echo-u16`, exported by the WebAssembly component types.wasm."
+            )
+
+
+async def test_log_level_is_accepted_in_any_case(tmp_path: Path, env: dict[str, str]) -> None:
+    counter = install(tmp_path / "components", "counter")
+    for level in ("info", "Debug"):
+        with running(counter, "--log-level", level, tmp=tmp_path, env=env) as server:
+            async with http_session(server.url) as session:
+                assert value(await session.call_tool("counter_add", {"session": "s", "n": 2})) == 2
+        assert ("DEBUG" in server.log()) is (level == "Debug")
+
+
+USER = """
+from statefulmcp import component, tool
+
+
+@component(uses={"add": "counter_add"})
+class Aaa:
+    @tool
+    async def add_two(self, session: str) -> int:
+        return await self.add(session=session, n=2)
+"""
+
+
+def _ready(base: str) -> httpx.Response:
+    """`/ready` once start-up work is done (it answers "starting" until then)."""
+    deadline = time.monotonic() + 30
+    while True:
+        response = httpx.get(f"{base}/ready")
+        if response.json()["status"] != "starting" or time.monotonic() > deadline:
+            return response
+        time.sleep(0.05)
+
+
+async def test_serve_what_loads_serves_the_rest_and_lists_logs_and_reports_each_failure(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Before: one component that failed to load stopped the whole server (exit code 2)."""
+    allowed = tmp_path / "components"
+    install(allowed, "counter", 'stateful = true\nkey = "session"\n')
+    (allowed / "aaa.py").write_text(USER)  # uses counter's tool: loads after it, in a second round
+    (allowed / "bad.wasm").write_bytes(b"not a component")
+    (allowed / "zzz.py").write_text(USER.replace("counter_add", "nowhere_add").replace("Aaa", "Zzz"))
+    without = start_server(allowed, tmp=tmp_path / "without", env=env, wait=False)
+    assert without.proc.wait(60) == 2 and "cannot start" in without.log()
+    with running(allowed, "--serve-what-loads", "--allow-load", allowed, tmp=tmp_path, env=env) as server:
+        ready = _ready(server.base)
+        assert ready.status_code == 200
+        assert ready.json() == {"status": "degraded", "missing": ["bad.wasm", "zzz.py"]}
+        async with http_session(server.url) as session:
+            assert value(await session.call_tool("aaa_add_two", {"session": "s"})) == 2
+            assert value(await session.call_tool("counter_add", {"session": "s", "n": 1})) == 3
+            listed = (await session.call_tool("list_components", {})).structured_content
+            assert {c["name"] for c in listed["components"]} == {"aaa", "counter"}
+            failed = {Path(f["source"]).name: f["error"] for f in listed["failed"]}
+            assert set(failed) == {"bad.wasm", "zzz.py"}
+            assert "not a WebAssembly file" in failed["bad.wasm"]
+            assert "names tool 'nowhere_add', which is not loaded" in failed["zzz.py"]
+            (allowed / "bad.wasm").write_bytes((allowed / "counter.wasm").read_bytes())
+            loaded = await session.call_tool("load_component", {"path": "bad.wasm", "name": "fixed"})
+            assert not loaded.is_error, text(loaded)
+            listed = (await session.call_tool("list_components", {})).structured_content
+            assert [Path(f["source"]).name for f in listed["failed"]] == ["zzz.py"]
+        assert _ready(server.base).json() == {"status": "degraded", "missing": ["zzz.py"]}
+        log = server.log()
+        assert "not serving" in log and "bad.wasm" in log and "zzz.py" in log

@@ -45,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
         "loading a component runs its code)",
     )
     serve.add_argument(
+        "--serve-what-loads",
+        action="store_true",
+        help="serve the components that load even when others do not: each failure is logged, listed "
+        "by list_components under 'failed' and named by /ready (200, status 'degraded'). Without it, a "
+        "component that does not load stops the server (exit code 2)",
+    )
+    serve.add_argument(
         "--state",
         default=None,
         metavar="URL",
@@ -88,7 +95,13 @@ def _parser() -> argparse.ArgumentParser:
         help="also record every commit's (component, key, replica, epoch) in statefulmcp_commits, "
         "for the fault-injection checker",
     )
-    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serve.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="DEBUG, INFO (default), WARNING or ERROR, in any case",
+    )
     access = serve.add_argument_group("who may connect (HTTP); see docs/security.md")
     access.add_argument(
         "--advertise",
@@ -214,6 +227,7 @@ def main(argv: list[str] | None = None) -> None:
         http=args.http,
         stdio=args.stdio,
         allow_load=args.allow_load,
+        serve_what_loads=args.serve_what_loads,
         state=args.state,
         durability=args.durability,
         drain_timeout=args.drain_timeout,

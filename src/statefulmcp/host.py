@@ -80,6 +80,14 @@ class ComponentInfo:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class LoadFailure:
+    """A file that `Host.load_what_loads` could not load, and why; listed until it loads."""
+
+    source: str
+    error: str
+
+
 _IMMUTABLE = (int, float, str, bool, bytes, type(None))
 
 
@@ -142,6 +150,7 @@ class Host:
         self.hook_seconds = hook_seconds
         self.remotes = RemotePool()
         self._components: dict[str, LiveComponent] = {}
+        self._failed: dict[str, str] = {}  # source -> why it did not load (load_what_loads)
         self._table = ToolTable()
         self._listeners: list[Callable[[], Awaitable[None]]] = []
         self._life = _Life.UNOPENED
@@ -312,6 +321,68 @@ class Host:
         """Load several targets as one change: components in one batch may use each other's tools."""
         self._require_open()
         specs = await asyncio.to_thread(lambda: [s for t in targets for s in self._specs_of(t, options)])
+        await self._install(specs)
+        return [spec.name for spec in specs]
+
+    async def load_what_loads(self, paths: Sequence[str | Path]) -> list[LoadFailure]:
+        """Load every file of `paths` (files, or directories of them) that loads; each one that
+        does not is logged and kept in `failed()` until a later load of it succeeds.
+
+        Each file is read and checked on its own, then the good ones are loaded together. When
+        that is refused (a tool name two of them share, a `uses` naming a tool that did not
+        load), they are loaded one by one, in rounds, so one that uses another's tools still
+        loads once the other has; what is still refused when a round loads nothing has failed.
+        """
+        self._require_open()
+        built = await asyncio.to_thread(self._specs_each, paths)
+        good = [(source, specs) for source, specs in built if not isinstance(specs, str)]
+        for source, specs in built:
+            if isinstance(specs, str):
+                self._failed[source] = specs
+        try:
+            await self._install([spec for _, file_specs in good for spec in file_specs])
+        except ComponentError:
+            await self._install_each(good)
+        for failure in self.failed():
+            log.error("not serving %s: %s", failure.source, failure.error)
+        return self.failed()
+
+    def _specs_each(self, paths: Sequence[str | Path]) -> list[tuple[str, list[ComponentSpec] | str]]:
+        """Each file of `paths` with its specs, or with the reason it cannot be loaded."""
+        files: list[Path] = []
+        for target in paths:
+            path = Path(target).absolute()
+            if path.is_dir():
+                found = sorted(
+                    p for p in path.iterdir() if p.suffix in SUFFIXES and not p.name.startswith("_")
+                )
+                files += found or [path]  # an empty directory is refused below, naming it
+            else:
+                files.append(path)
+        built: list[tuple[str, list[ComponentSpec] | str]] = []
+        for file in files:
+            try:
+                built.append((str(file), self._specs_of(file, None)))
+            except ComponentError as exc:
+                built.append((str(file), str(exc)))
+        return built
+
+    async def _install_each(self, pending: list[tuple[str, list[ComponentSpec]]]) -> None:
+        while pending:
+            refused: list[tuple[str, list[ComponentSpec], str]] = []
+            for source, specs in pending:
+                try:
+                    await self._install(specs)
+                except ComponentError as exc:
+                    refused.append((source, specs, str(exc)))
+            if len(refused) == len(pending):
+                for source, _, error in refused:
+                    self._failed[source] = error
+                return
+            pending = [(source, specs) for source, specs, _ in refused]
+
+    async def _install(self, specs: list[ComponentSpec]) -> None:
+        """Serve `specs` as one change (all or nothing), replacing components of the same names."""
         async with self._changing:
             self._require_open()
             components, table, replaced = self._plan(specs)
@@ -319,10 +390,15 @@ class Host:
                 old.closed = True
                 await self.engine.run(old.close)
             self._components, self._table = components, table
+            for spec in specs:
+                self._failed.pop(spec.source, None)
         for spec in specs:
             log.info("loaded component %s from %s (%d tools)", spec.name, spec.source, len(spec.tools))
         await self._notify()
-        return [spec.name for spec in specs]
+
+    def failed(self) -> list[LoadFailure]:
+        """The files `load_what_loads` could not load, and why (each until it loads)."""
+        return [LoadFailure(source, error) for source, error in self._failed.items()]
 
     def _specs_of(self, target: Target, options: LoadOptions | None) -> list[ComponentSpec]:
         if isinstance(target, ComponentFile):  # read from a checked descriptor: never by path again

@@ -68,6 +68,8 @@
   (export $perms "perms" (type $perms'))
   (type $shape' (variant (case "circle" u32) (case "label" string) (case "empty")))
   (export $shape "shape" (type $shape'))
+  (type $memo' (record (field "n" u32) (field "note" (option string))))
+  (export $memo "memo" (type $memo'))
 
   (func (export "nothing") (canon lift (core func $i "nothing")))
   (func (export "echo-bool") (param "x" bool) (result bool) (canon lift (core func $i "i32")))
@@ -93,6 +95,8 @@
   (func (export "echo-points") (param "x" (list $point)) (result (list $point))
     (canon lift (core func $i "store2") (memory $mem) (realloc $realloc)))
   (func (export "echo-record") (param "x" $point) (result $point)
+    (canon lift (core func $i "store4") (memory $mem) (realloc $realloc)))
+  (func (export "echo-memo") (param "x" $memo) (result $memo)
     (canon lift (core func $i "store4") (memory $mem) (realloc $realloc)))
   (func (export "make-point") (param "x" s32) (param "y" s32) (param "label" string) (result $point)
     (canon lift (core func $i "store4") (memory $mem) (realloc $realloc)))
@@ -122,4 +126,7 @@
   (instance $right (export "which" (func $two)))
   (export "statefulmcp:types/left" (instance $left))
   (export "statefulmcp:types/right" (instance $right))
+
+  ;; WIT doc comments, as `wasm-tools` and `wit-docs-inject` keep them: a version byte, then JSON.
+  (@custom "package-docs" "\01{\"worlds\":{\"types\":{\"funcs\":{\"echo-u8\":\"Returns `x` unchanged.\"}}},\"interfaces\":{\"geo\":{\"docs\":\"Geometry.\",\"funcs\":{\"scale\":{\"docs\":\"Multiplies `x` by `factor`.\"}}}}}")
 )

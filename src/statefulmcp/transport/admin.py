@@ -38,6 +38,12 @@ def _redacted(component: dict[str, Any]) -> dict[str, Any]:
     return {**component, "source": Path(component["source"]).name, "details": details}
 
 
+def _redacted_failure(failure: dict[str, str]) -> dict[str, str]:
+    """A load failure without the host's file system: the file name, in the source and the error."""
+    source = failure["source"]
+    return {"source": Path(source).name, "error": failure["error"].replace(source, Path(source).name)}
+
+
 def _spec(name: str, description: str, properties: dict[str, Any], required: list[str]) -> ToolSpec:
     schema = {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
 
@@ -100,16 +106,21 @@ def admin_tools(host: Host, allow_load: Path | None) -> list[HostTool]:
         if not caller_is_admin.get():
             components = [_redacted(c) for c in components]
         structured: dict[str, Any] = {"components": components}
+        failed = [asdict(failure) for failure in host.failed()]
+        if failed:
+            structured["failed"] = failed if caller_is_admin.get() else [_redacted_failure(f) for f in failed]
         health = host.health()
         if health is not None:
             structured["health"] = health
-        return _result(json.dumps(components, indent=2, default=str), structured)
+        shown = structured if failed else components
+        return _result(json.dumps(shown, indent=2, default=str), structured)
 
     tools = [
         HostTool(
             _spec(
                 "list_components",
-                "List the loaded components: name, source, stateful, key, tools, live instances and health.",
+                "List the loaded components: name, source, stateful, key, tools, live instances and health; "
+                "and under 'failed', the files the server could not load (--serve-what-loads), with why.",
                 {},
                 [],
             ),

@@ -37,6 +37,8 @@ class Readiness:
     ready: bool = False
     draining: bool = False
     health: Callable[[], str | None] = lambda: None
+    missing: Callable[[], list[str]] = list
+    """Files that did not load (`--serve-what-loads`): the server is ready, but degraded."""
     private: bool = False
     """Whether `/ready` keeps its reason to itself (authentication is on: probes are anonymous)."""
 
@@ -61,6 +63,15 @@ def build_app(
             # authentication on it goes to the log, not to anyone who asks.
             body = {"status": "not ready"} if readiness.private else {"status": "not ready", "reason": reason}
             return JSONResponse(body, status_code=503)
+        missing = readiness.missing()
+        if missing:
+            # Still 200: the operator chose to serve what loads, and a file that does not load
+            # will not load after a restart either, so taking this replica out of rotation
+            # would only stop what does work. The status and the names tell a probe or a human.
+            degraded: dict[str, Any] = {"status": "degraded"}
+            if not readiness.private:
+                degraded["missing"] = missing
+            return JSONResponse(degraded)
         return JSONResponse({"status": "ready"})
 
     limits = limits or HttpLimits()

@@ -60,6 +60,7 @@ class ServeOptions:
     http: tuple[str, int] = ("127.0.0.1", 8000)
     stdio: bool = False
     allow_load: Path | None = None
+    serve_what_loads: bool = False
     state: str | None = None
     durability: Sync = "os"
     drain_timeout: float = 10.0
@@ -101,7 +102,10 @@ async def serve(options: ServeOptions) -> int:
         return 2
     bound = _ShutdownBound(options.drain_timeout)
     try:
-        await host.load_all(options.paths)
+        if options.serve_what_loads:
+            await host.load_what_loads(options.paths)
+        else:
+            await host.load_all(options.paths)
         frontend = McpFrontend(host, allow_load=options.allow_load)
         if options.stdio:
             await _serve_stdio(host, frontend, options, bound)
@@ -216,7 +220,9 @@ async def _serve_http(
         except ValueError as exc:
             sock.close()
             raise _CannotStart(str(exc)) from None
-    readiness = Readiness(health=host.health)
+    readiness = Readiness(
+        health=host.health, missing=lambda: [Path(failure.source).name for failure in host.failed()]
+    )
     limits = HttpLimits(
         max_connections=options.max_connections,
         header_timeout=options.header_timeout,

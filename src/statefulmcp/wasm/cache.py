@@ -1,10 +1,17 @@
-"""Compiling components, once: native code cached on disk by content hash and engine settings.
+"""Compiling components, once: native code shared in memory and cached on disk, by content hash
+and engine settings.
 
-A componentize-py component takes seconds to compile and milliseconds to deserialize, so a
-restart should never recompile. Entries live in `$STATEFULMCP_CACHE_DIR/wasm` (default
-`~/.cache/statefulmcp/wasm`), named by the SHA-256 of the component bytes and of the engine
-settings. Deserializing trusts the bytes to be wasmtime's own output, so each entry carries a
-digest of itself, checked before use: a truncated or corrupted entry is recompiled, never run.
+In memory: one `Component` per key (the SHA-256 of the engine settings and the component bytes)
+for as long as anything loaded holds it, so loading the same file again, under another name or
+after a reload, costs nothing (a componentize-py component's code is about 36 MiB; before, each
+load deserialized its own copy). The table holds its components weakly: once every component
+made from it is unloaded, its code is freed, and nothing grows with the number of loads.
+
+On disk: a componentize-py component takes seconds to compile and milliseconds to deserialize,
+so a restart should never recompile. Entries live in `$STATEFULMCP_CACHE_DIR/wasm` (default
+`~/.cache/statefulmcp/wasm`), named by the same key. Deserializing trusts the bytes to be
+wasmtime's own output, so each entry carries a digest of itself, checked before use: a
+truncated or corrupted entry is recompiled, never run.
 """
 
 from __future__ import annotations
@@ -14,6 +21,9 @@ import hashlib
 import logging
 import os
 import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import wasmtime
@@ -32,18 +42,75 @@ def cache_dir() -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "statefulmcp") / "wasm"
 
 
+@dataclass(slots=True)
+class Counts:
+    """How components were obtained in this process (for tests and benchmarks)."""
+
+    compiled: int = 0
+    deserialized: int = 0
+    shared: int = 0
+    """Loads served by a component already in memory."""
+
+
+counts = Counts()
+
+
+class _Shared:
+    """One `Component` per key while something holds it; a key is built once even when asked
+    for by several threads at the same time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: weakref.WeakValueDictionary[str, wc.Component] = weakref.WeakValueDictionary()
+        self._building: dict[str, threading.Lock] = {}
+
+    def get(self, key: str, build: Callable[[], wc.Component]) -> wc.Component:
+        with self._lock:
+            found = self._live.get(key)
+            if found is not None:
+                counts.shared += 1
+                return found
+            building = self._building.setdefault(key, threading.Lock())
+        with building:
+            with self._lock:
+                found = self._live.get(key)
+                if found is not None:
+                    counts.shared += 1
+                    return found
+            try:
+                component = build()
+            except BaseException:
+                with self._lock:
+                    self._building.pop(key, None)
+                raise
+            with self._lock:
+                self._live[key] = component
+                self._building.pop(key, None)
+            return component
+
+
+_shared = _Shared()
+
+
 def compile_component(source: bytes, *, fuel: bool) -> wc.Component:
-    """The component for `source` (binary or WAT text), from the cache when it is there.
+    """The component for `source` (binary or WAT text): the one in memory when a load holds it,
+    else from the disk cache, else compiled (and cached).
 
     Raises `wasmtime.WasmtimeError` when `source` is not a valid component.
     """
-    eng = engines.engine(fuel)
     key = hashlib.sha256(engines.settings(fuel).encode() + b"\0" + source).hexdigest()
+    return _shared.get(key, lambda: _build(key, source, fuel))
+
+
+def _build(key: str, source: bytes, fuel: bool) -> wc.Component:
+    eng = engines.engine(fuel)
     path = cache_dir() / f"{key}.cwasm"
     cached = _read(eng, path)
     if cached is not None:
+        counts.deserialized += 1
         return cached
     component = wc.Component(eng, source)
+    counts.compiled += 1
     _write(path, bytes(component.serialize()))
     return component
 

@@ -31,6 +31,7 @@ from statefulmcp.components import (
 )
 from statefulmcp.wasm import cache, values
 from statefulmcp.wasm import engine as engines
+from statefulmcp.wasm.docs import package_docs
 from statefulmcp.wasm.instance import Blueprint, WasmInstance
 from statefulmcp.wasm.policy import Policy, load_policy
 
@@ -99,12 +100,22 @@ def _output_schema(codec: values.Codec | None) -> dict[str, Any] | None:
     return {"type": "object", "properties": {"result": codec.schema}, "required": ["result"]}
 
 
+def _done() -> CallToolResult:
+    """The answer of a call that returns nothing (no result, or the `ok` of a `result<_, E>`).
+
+    Empty content reads to a model as if nothing came back; "ok" says the call succeeded. There is
+    no structured content: such a tool has no output schema, and MCP's structured content is an
+    object, so it cannot be `null`.
+    """
+    return CallToolResult(content=[TextContent(type="text", text="ok")])
+
+
 def _converter(codec: values.Codec | None) -> tuple[Callable[[Any], CallToolResult], dict[str, Any] | None]:
     """The result converter and output schema of a function returning `codec` (None: nothing)."""
 
     def plain(value_codec: values.Codec | None, value: Any) -> CallToolResult:
         if value_codec is None:
-            return CallToolResult(content=[])
+            return _done()
         lifted = value_codec.lift(value)
         structured = lifted if values.is_object(value_codec) else {"result": lifted}
         return CallToolResult(
@@ -130,7 +141,7 @@ def _converter(codec: values.Codec | None) -> tuple[Callable[[Any], CallToolResu
     return (lambda value: plain(codec, value)), _output_schema(codec)
 
 
-def _tool(name: str, export: _Export, source: Path) -> ToolSpec:
+def _tool(name: str, export: _Export, source: Path, described: str | None) -> ToolSpec:
     params = [(param, values.codec_for(ty)) for param, ty in export.ty.params]
     result_ty = export.ty.result
     to_result, output_schema = _converter(None if result_ty is None else values.codec_for(result_ty))
@@ -141,12 +152,12 @@ def _tool(name: str, export: _Export, source: Path) -> ToolSpec:
         lowered: dict[str, Any] = {}
         try:
             for param, codec in params:
-                if param not in arguments:
+                if param not in arguments and not values.is_optional(codec):
                     raise values.Invalid(param, "missing required argument")
-                lowered[param] = codec.lower(arguments[param], param)
+                lowered[param] = codec.lower(arguments.get(param), param)
         except values.Invalid as exc:
             raise ToolInputError(f"field {exc.path!r}: {exc.problem}") from None
-        if len(arguments) != len(lowered):
+        if not set(arguments) <= known:
             extra = sorted(set(arguments) - known)[0]
             raise ToolInputError(f"field {extra!r}: unknown argument")
         return lowered
@@ -156,11 +167,12 @@ def _tool(name: str, export: _Export, source: Path) -> ToolSpec:
 
     return ToolSpec(
         name=name,
-        description=f"`{export.qualified}`, exported by the WebAssembly component {source.name}.",
+        description=described
+        or f"`{export.qualified}`, exported by the WebAssembly component {source.name}.",
         input_schema={
             "type": "object",
-            "properties": {param: codec.schema for param, codec in params},
-            "required": names,
+            "properties": {param: values.property_schema(codec) for param, codec in params},
+            "required": [param for param, codec in params if not values.is_optional(codec)],
             "additionalProperties": False,
         },
         output_schema=output_schema,
@@ -224,10 +236,11 @@ def load_wasm(
     exports = list(_exports(component, eng))
     if not exports:
         raise ComponentError(f"{path}: the component exports no functions, so it has no tools")
+    docs = package_docs(source)
     tools = []
     for tool_name, export in zip(_tool_names(exports), exports, strict=True):
         try:
-            tools.append(_tool(tool_name, export, path))
+            tools.append(_tool(tool_name, export, path, docs.of(export.interface, export.function)))
         except values.Unsupported as exc:
             raise ComponentError(f"{path}: cannot serve `{export.qualified}` as a tool: {exc}") from None
     stateful, key, handles = bool(opts.stateful), opts.key, bool(opts.handles)

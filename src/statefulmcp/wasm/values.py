@@ -248,8 +248,8 @@ class _Record(Codec):
         self.fields = fields
         self.schema = {
             "type": "object",
-            "properties": {name: codec.schema for name, codec in fields},
-            "required": [name for name, _ in fields],
+            "properties": {name: property_schema(codec) for name, codec in fields},
+            "required": [name for name, codec in fields if not is_optional(codec)],
             "additionalProperties": False,
         }
 
@@ -257,11 +257,14 @@ class _Record(Codec):
         if not isinstance(value, dict):
             raise Invalid(path, f"expected an object, got {_json_kind(value)}")
         record = wc.Record()
+        given = 0
         for name, codec in self.fields:
-            if name not in value:
+            if name in value:
+                given += 1
+            elif not is_optional(codec):
                 raise Invalid(path, f"missing required field {name!r}")
-            setattr(record, name, codec.lower(value[name], f"{path}.{name}"))
-        if len(value) != len(self.fields):
+            setattr(record, name, codec.lower(value.get(name), f"{path}.{name}"))
+        if len(value) != given:
             extra = sorted(set(value) - {name for name, _ in self.fields})
             raise Invalid(path, f"unknown field {shown(extra[0])}")
         return record
@@ -538,3 +541,13 @@ def split_result(codec: Codec, value: Any) -> tuple[bool, Codec | None, Any]:
 def is_object(codec: Codec | None) -> bool:
     """Whether values of the type are JSON objects (records), which MCP sends unwrapped."""
     return isinstance(codec, _Record)
+
+
+def is_optional(codec: Codec) -> bool:
+    """Whether a field or argument of this type may be left out: an `option`, which is then none."""
+    return isinstance(codec, _Option)
+
+
+def property_schema(codec: Codec) -> Schema:
+    """The schema of a record field or an argument: an `option` says that leaving it out means none."""
+    return {**codec.schema, "default": None} if is_optional(codec) else codec.schema
