@@ -29,13 +29,14 @@ from benchmarks import machine, plots, procs, report
 from benchmarks.doc import write_doc
 
 ROOT = procs.ROOT
-GROUPS = ("http", "bridge", "alternatives", "durable", "background", "wasm")
+GROUPS = ("http", "bridge", "alternatives", "durable", "background", "wasm", "scaleout")
 MODULES = {
     "http": "benchmarks.http_bench",
     "bridge": "benchmarks.bridge_bench",
     "alternatives": "benchmarks.alternatives_bench",
     "durable": "benchmarks.durable_bench",
     "background": "benchmarks.background_bench",
+    "scaleout": "benchmarks.scaleout_bench",
 }
 
 

