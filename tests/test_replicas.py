@@ -98,6 +98,13 @@ async def test_two_replicas_serve_one_counter_with_one_owner(database: str, tmp_
             assert got == list(range(1, 11))
             assert value(await sa.call_tool("counters_get", {"key": "k"})) == 10
             assert value(await sb.call_tool("counters_get", {"key": "k"})) == 10
+            views = [(await s.call_tool("list_components", {})).structured_content for s in (sa, sb)]
+        assert all(view is not None for view in views)
+        replicas = [view["replica"] for view in views if view is not None]
+        assert {r["url"] for r in replicas} == {a.url, b.url}
+        assert all({x["id"] for x in r["live_replicas"]} == {y["id"] for y in replicas} for r in replicas)
+        owners = [r for r in replicas if r["owned"].get("counters") == ["k"]]
+        assert len(owners) == 1 and owners[0]["id"] == owner_of(database, "k")
         claims = rows(database, "SELECT replica, epoch FROM statefulmcp_claims WHERE key = 'k'")
         assert len(claims) == 1, claims  # claimed once; the other replica forwarded
         commits = rows(database, "SELECT DISTINCT replica, epoch FROM statefulmcp_commits WHERE key = 'k'")

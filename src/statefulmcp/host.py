@@ -57,6 +57,9 @@ RESERVED_TOOL_NAMES = frozenset({"list_components", "load_component", "unload_co
 
 Target = str | Path | object
 
+_SHOWN_KEYS = 100
+"""How many owned keys per component the replica view lists (the count is in `instances`)."""
+
 
 class _Life(enum.Enum):
     UNOPENED = "unopened"
@@ -634,6 +637,24 @@ class Host:
             )
             for live in self._components.values()
         ]
+
+    async def replica_view(self) -> dict[str, Any] | None:
+        """With replicas: this replica, the live ones, and the keys this one owns (live here)."""
+        cluster = self.cluster
+        if cluster is None:
+            return None
+        owned: dict[str, list[str | None]] = {}
+        for live in self._components.values():
+            keys = list(live.instances)
+            if keys:
+                owned[live.name] = keys[:_SHOWN_KEYS]
+        return {
+            "id": cluster.replica,
+            "url": cluster.membership.advertise,
+            "lease_seconds": cluster.membership.lease,
+            "live_replicas": await cluster.ownership.replicas(),
+            "owned": owned,
+        }
 
     def tools(self) -> ToolTable:
         """Tool name -> entry (its `spec` has the schema and description), for listing."""

@@ -103,9 +103,10 @@ def _never_connected(exc: BaseException) -> bool:
 class _Connection:
     """One open MCP session to a server, owned by a task (SDK contexts must exit where entered)."""
 
-    def __init__(self, url: str, token: str | None) -> None:
+    def __init__(self, url: str, token: str | None, *, modern: bool = False) -> None:
         self.url = url
         self.token = token
+        self.modern = modern
         self.refused: int | None = None  # 401 or 403, if the server answered one
         self.session: ClientSession | None = None
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -127,7 +128,10 @@ class _Connection:
                     streamable_http_client(self.url, http_client=client)
                 )
                 session = await stack.enter_async_context(ClientSession(read, write))
-                await session.initialize()
+                if self.modern:
+                    await session.discover()
+                else:
+                    await session.initialize()
                 self.session = session
                 self._ready.set_result(None)
                 await self._done.wait()
@@ -160,7 +164,10 @@ class _Connection:
 class RemotePool:
     """One reused MCP session per server URL, opened on first use and reopened after a failure."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, modern: bool = False) -> None:
+        """`modern=True` speaks the sessionless 2026-07-28 protocol (`server/discover`): cheaper per
+        call, for servers known to serve it (replicas forwarding to each other)."""
+        self.modern = modern
         self._connections: dict[tuple[str, str | None], _Connection] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -209,7 +216,7 @@ class RemotePool:
         async with asyncio.timeout(timeout):
             connection = self._connections.get(target)
             if connection is None or connection.task.done():
-                connection = self._connections[target] = _Connection(url, token)
+                connection = self._connections[target] = _Connection(url, token, modern=self.modern)
             try:
                 session = await connection.ready()
             except Exception as exc:

@@ -131,7 +131,7 @@ class Cluster:
             return None, f"its owner, replica {where.owner.replica}, has no advertised address (--advertise)"
         pool = self._pools.get(asyncio.get_running_loop())
         if pool is None:
-            pool = self._pools[asyncio.get_running_loop()] = RemotePool()
+            pool = self._pools[asyncio.get_running_loop()] = RemotePool(modern=True)
         timeout = (self.call_seconds or 3600.0) + 5.0
         call = asyncio.ensure_future(
             pool.call_tool(url, name, arguments, token=token, timeout=timeout, meta={FORWARDED: self.replica})

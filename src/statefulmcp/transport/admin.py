@@ -112,7 +112,10 @@ def admin_tools(host: Host, allow_load: Path | None) -> list[HostTool]:
         health = host.health()
         if health is not None:
             structured["health"] = health
-        shown = structured if failed else components
+        replica = await host.replica_view()
+        if replica is not None:
+            structured["replica"] = replica
+        shown = structured if failed or replica is not None else components
         return _result(json.dumps(shown, indent=2, default=str), structured)
 
     tools = [
@@ -120,7 +123,8 @@ def admin_tools(host: Host, allow_load: Path | None) -> list[HostTool]:
             _spec(
                 "list_components",
                 "List the loaded components: name, source, stateful, key, tools, live instances and health; "
-                "and under 'failed', the files the server could not load (--serve-what-loads), with why.",
+                "under 'failed', the files the server could not load (--serve-what-loads), with why; and "
+                "with replicas, under 'replica', this replica, the live ones and the keys it owns.",
                 {},
                 [],
             ),
