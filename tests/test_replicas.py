@@ -242,3 +242,40 @@ async def test_a_forwarded_call_is_never_forwarded_again(database: str, tmp_path
     finally:
         a.stop()
         b.stop()
+
+
+async def test_an_eager_instance_whose_owner_dies_is_adopted_and_keeps_ticking(
+    database: str, tmp_path: Path
+) -> None:
+    eager = Path(__file__).parent / "components" / "replica_eager.py"
+    servers = [
+        start_server(eager, "--state", database, "--lease-seconds", "1", tmp=tmp_path / name) for name in "ab"
+    ]
+    try:
+        by_id: dict[str, ServerProcess] = {}
+        for server in servers:
+            async with http_session(server.url) as session:
+                view = (await session.call_tool("list_components", {})).structured_content
+            assert view is not None
+            by_id[view["replica"]["id"]] = server
+        first = owner_of(database, "")
+        assert first in by_id  # exactly one replica activated it at start-up
+        owner, survivor = by_id[first], next(s for i, s in by_id.items() if i != first)
+        owner.stop(signal.SIGKILL)
+
+        def beats() -> int:
+            return int(rows(database, "SELECT value FROM statefulmcp_state WHERE name = 'beats'")[0][0])
+
+        before = beats()
+        # Nobody calls it: the survivor adopts the orphaned eager instance by itself, and it ticks there.
+        for _ in range(400):
+            if owner_of(database, "") not in (first, None) and beats() > before + 5:
+                break
+            await asyncio.sleep(0.05)
+        assert owner_of(database, "") != first
+        assert beats() > before + 5
+        async with http_session(survivor.url) as session:
+            assert value(await session.call_tool("pulse_beats", {})) >= before
+    finally:
+        for server in servers:
+            server.stop()

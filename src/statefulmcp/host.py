@@ -9,6 +9,7 @@ watchdog, worker threads), the store, remote connections and every live componen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import enum
 import functools
@@ -148,6 +149,7 @@ class Host:
         """Set when the state is PostgreSQL: this process is one replica of possibly several."""
         self._advertise = advertise
         self._lease = lease_seconds
+        self._adopting: asyncio.Task[None] | None = None
         self._audit = audit_commits
         self.max_call_seconds = max_call_seconds
         self.hook_seconds = hook_seconds
@@ -275,6 +277,7 @@ class Host:
             self._life = _Life.CLOSED
             return
         self._life = _Life.DRAINING
+        await self.engine.run(self._stop_adopting)
         await self._unload_all()
         await self.engine.run(self.remotes.close)
         cluster = self.cluster
@@ -558,7 +561,38 @@ class Host:
             if live.spec.activate != "eager" or not live.spec.stateful:
                 continue
             count += await self.engine.run(lambda live=live: self._activate_all(live))  # type: ignore[misc]
+        if self.cluster is not None and self._adopting is None:
+            await self.engine.run(self._start_adopting)
         return count
+
+    async def _start_adopting(self) -> None:
+        self._adopting = asyncio.create_task(self._adopt_orphans(), name="statefulmcp-adopt")
+
+    async def _stop_adopting(self) -> None:
+        task, self._adopting = self._adopting, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _adopt_orphans(self) -> None:
+        """With replicas: keep every eager instance running somewhere. Each lease period, claim
+        and activate the eager keys no live replica owns (their owner died or left); the claim
+        decides between replicas that try at once. Runs on the engine, owned by the host."""
+        cluster = self.cluster
+        assert cluster is not None
+        while True:
+            await asyncio.sleep(cluster.membership.lease)
+            for live in list(self._components.values()):
+                if live.spec.activate != "eager" or not live.spec.stateful or live.closed:
+                    continue
+                try:
+                    orphans = await cluster.ownership.orphans(live.name, singleton=live.spec.key is None)
+                    for key in orphans:
+                        cluster.forget(live.name, key)  # the owner it remembers is gone
+                        with contextlib.suppress(Elsewhere, instances.Stale):  # another replica was first
+                            await live.activate(None if live.spec.key is None else key)
+                except Exception as exc:  # noqa: BLE001 - tried again next period
+                    log.warning("could not adopt eager instances of %s: %s", live.name, exc)
 
     async def _activate_all(self, live: LiveComponent) -> int:
         """With replicas, each key is activated by the replica that claims it first; the others

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 
-from statefulmcp.state.postgres import PgWorker, as_sql
+from statefulmcp.state.postgres import PgWorker, as_sql, from_sql
 
 _CLAIM = """
 WITH me AS (
@@ -39,6 +39,21 @@ UNION ALL
 SELECT NULL, o.replica, r.url, EXISTS (SELECT 1 FROM me)
 FROM statefulmcp_owners o LEFT JOIN statefulmcp_replicas r ON r.id = o.replica
 WHERE o.component = %(c)s AND o.key = %(k)s AND NOT EXISTS (SELECT 1 FROM claim)
+"""
+
+_OWNED_BY_THE_LIVING = """
+SELECT 1 FROM statefulmcp_owners o JOIN statefulmcp_replicas r ON r.id = o.replica
+WHERE o.component = %(c)s AND o.key = k.key AND r.lease_until > clock_timestamp()
+"""
+
+_ORPHANS = f"""
+SELECT k.key FROM (SELECT DISTINCT key FROM statefulmcp_state WHERE component = %(c)s) k
+WHERE NOT EXISTS ({_OWNED_BY_THE_LIVING})
+LIMIT %(limit)s
+"""
+
+_ORPHANS_SINGLETON = f"""
+SELECT k.key FROM (SELECT '' AS key) k WHERE NOT EXISTS ({_OWNED_BY_THE_LIVING})
 """
 
 _RELEASE = """
@@ -90,6 +105,18 @@ class Ownership:
 
         result: Claimed | Owner | Unleased = await self._worker.submit(run)
         return result
+
+    async def orphans(self, component: str, *, singleton: bool, limit: int = 1000) -> list[str]:
+        """Keys of `component` with durable state (or the singleton) that no live replica owns."""
+
+        def run(conn: psycopg.Connection[Any]) -> list[str]:
+            rows = conn.execute(
+                _ORPHANS_SINGLETON if singleton else _ORPHANS, {"c": as_sql(component), "limit": limit}
+            ).fetchall()
+            return [from_sql(key) for (key,) in rows]
+
+        found: list[str] = await self._worker.submit(run)
+        return found
 
     async def set_url(self, url: str) -> None:
         await self._worker.submit(
