@@ -4,14 +4,19 @@ Both use WAL and `synchronous=FULL` on the same disk in the same run, blocks int
 Turns run in-process through `Host(state=...)` with 1, 16 and 64 concurrent callers (one key
 each). Then: time from process start to `/ready` with many instances' state stored (activation
 is lazy, so this should not grow with the store), against the same start with an empty store.
+Last, the resident memory of a process that touched as many keys once, with and without
+passivation of idle instances.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable
@@ -68,6 +73,16 @@ async def _populate(db: Path, instances: int) -> float:
 
         await asyncio.gather(*(writer() for _ in range(64)))
         return instances / (time.perf_counter() - t0)
+
+
+def _memory(keys: int, db: Path, idle: float | None) -> dict[str, Any]:
+    """RSS of a fresh process touching `keys` keys once (see `benchmarks.passivation_probe`)."""
+    argv = [sys.executable, "-m", "benchmarks.passivation_probe", "--keys", str(keys), "--state", str(db)]
+    if idle is not None:
+        argv += ["--idle", str(idle)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=procs.ROOT, timeout=600)
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
 
 
 def _time_to_ready(db: Path, work: Path) -> float:
@@ -127,6 +142,10 @@ async def run(quick: bool) -> dict[str, Any]:
         out["ready_s_empty"] = statistics.median([_time_to_ready(empty, work) for _ in range(restarts)])
         out["ready_s_stored"] = statistics.median([_time_to_ready(db, work) for _ in range(restarts)])
         out["restarts"] = restarts
+        out["memory"] = {
+            "without passivation": _memory(stored, work / "mem-off.db", None),
+            "idle_seconds=1": _memory(stored, work / "mem-on.db", 1.0),
+        }
     ratio = out["ratio_turn_to_raw_p50"]
     rate64 = conc["64"]["turns_per_s"]
     out["targets"] = [

@@ -195,7 +195,36 @@ def _durable(res: dict[str, Any]) -> list[Table]:
         ]
     )
     r.note = f"The store was filled through the host at {res['populate_turns_per_s']:,.0f} durable turns/s (64 callers)."
-    return [t, c, r]
+    tables = [t, c, r]
+    memory = res.get("memory")
+    if memory:
+        m = Table(
+            "Memory: one process touches every key once (64 callers), with and without passivation",
+            [
+                "idle instances",
+                "keys",
+                "RSS growth, all touched",
+                "RSS growth, settled",
+                "live instances, settled",
+            ],
+        )
+        for label, row in memory.items():
+            m.rows.append(
+                [
+                    label,
+                    f"{row['keys']:,}",
+                    f"{(row['rss_touched_kib'] - row['rss_before_kib']) / 1024:,.1f} MiB",
+                    f"{(row['rss_settled_kib'] - row['rss_before_kib']) / 1024:,.1f} MiB",
+                    f"{row['live_settled']:,}",
+                ]
+            )
+        m.note = (
+            "RSS from /proc of a fresh process per row (`benchmarks/passivation_probe.py`), after a gc, minus its RSS "
+            "before the first key. Settled: once every instance was passivated (or at once, without passivation). "
+            "CPython keeps freed memory in its own arenas, so the settled figure is what went back to the OS."
+        )
+        tables.append(m)
+    return tables
 
 
 def _background(res: dict[str, Any]) -> list[Table]:

@@ -279,3 +279,23 @@ async def test_an_eager_instance_whose_owner_dies_is_adopted_and_keeps_ticking(
     finally:
         for server in servers:
             server.stop()
+
+
+async def test_a_passivated_instance_releases_its_key_to_the_other_replicas(
+    database: str, tmp_path: Path
+) -> None:
+    a = replica(database, tmp_path / "a", "--idle-seconds", "0.2", lease=30.0)
+    b = replica(database, tmp_path / "b", lease=30.0)
+    try:
+        assert await incr(a.url, "k") == 1
+        assert owner_of(database, "k") is not None
+        async with asyncio.timeout(30):
+            while owner_of(database, "k") is not None:
+                await asyncio.sleep(0.02)
+        # Released, not left to a 30 s lease: B claims it at once and reads what A committed.
+        assert await asyncio.wait_for(incr(b.url, "k"), 10) == 2
+        claims = rows(database, "SELECT replica FROM statefulmcp_claims WHERE key = 'k' ORDER BY id")
+        assert len(claims) == 2 and claims[0] != claims[1]
+    finally:
+        a.stop()
+        b.stop()

@@ -63,6 +63,8 @@ class LoadOptions:
     `name` renames the component (and so its tools); `stateful`, `key` and `handles` choose the
     instance model; `durability` chooses whether `self.state` is persisted after every turn;
     `activate="eager"` activates instances at start-up instead of on their first call.
+    `idle_seconds` passivates an instance after that long without a call (see `Host`);
+    `handle_idle_seconds` expires a handle after that long without a call.
     """
 
     name: str | None = None
@@ -71,6 +73,8 @@ class LoadOptions:
     handles: bool | None = None
     durability: Durability | None = None
     activate: Activation | None = None
+    idle_seconds: float | None = None
+    handle_idle_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.name is not None:
@@ -81,6 +85,9 @@ class LoadOptions:
         _check_bool(self.handles, "handles")
         _check_choice(self.durability, "durability", get_args(Durability))
         _check_choice(self.activate, "activate", get_args(Activation))
+        for seconds in ("idle_seconds", "handle_idle_seconds"):
+            if getattr(self, seconds) is not None:
+                check_seconds(getattr(self, seconds), seconds)
 
     def over(self, declared: LoadOptions) -> LoadOptions:
         """These options where set, `declared` elsewhere."""
@@ -104,6 +111,8 @@ _DESCRIPTIONS = {
     "handles": "mint handles through <name>_open / <name>_close",
     "durability": "turn: commit self.state after every turn; memory: keep it in memory only",
     "activate": "eager: activate instances at start-up; lazy: on their first call",
+    "idle_seconds": "passivate an instance after this many seconds without a call",
+    "handle_idle_seconds": "expire a handle after this many seconds without a call",
 }
 
 
@@ -116,6 +125,8 @@ def options_schema() -> dict[str, Any]:
             prop: dict[str, Any] = {"type": ["string", "null"], "enum": [*choices, None]}
         elif f.name in ("stateful", "handles"):
             prop = {"type": ["boolean", "null"]}
+        elif f.name.endswith("seconds"):
+            prop = {"type": ["number", "null"], "exclusiveMinimum": 0}
         else:
             prop = {"type": ["string", "null"]}
         props[f.name] = {**prop, "description": _DESCRIPTIONS[f.name]}

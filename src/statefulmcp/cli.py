@@ -11,6 +11,7 @@ from pathlib import Path
 import uvloop
 
 from statefulmcp.cluster import DEFAULT_LEASE_SECONDS
+from statefulmcp.host import DEFAULT_IDLE_SECONDS, DEFAULT_MAX_INSTANCES
 from statefulmcp.transport.http import HttpLimits
 from statefulmcp.transport.lifespan import ServeOptions, finish, serve
 
@@ -79,6 +80,23 @@ def _parser() -> argparse.ArgumentParser:
         default=300.0,
         metavar="SECONDS",
         help="cap on every tool call (default 300); @tool(timeout=...) can lower it per tool",
+    )
+    serve.add_argument(
+        "--idle-seconds",
+        type=_off_or_positive(float),
+        default=DEFAULT_IDLE_SECONDS,
+        metavar="SECONDS",
+        help="passivate an instance of a durable component after this long without a call: on_deactivate "
+        "runs, its state is committed and its memory freed; the next call activates it again (default "
+        "600; 0: never). A component's own idle_seconds wins",
+    )
+    serve.add_argument(
+        "--max-instances",
+        type=_off_or_positive(int),
+        default=DEFAULT_MAX_INSTANCES,
+        metavar="N",
+        help="live stateful instances kept at most, all components together; past it the least recently "
+        "used idle one is passivated (default 100000; 0: no bound)",
     )
     replicas = serve.add_argument_group("replicas (with --state postgresql://...); see docs/scaling.md")
     replicas.add_argument(
@@ -203,6 +221,16 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
     return parse
 
 
+def _off_or_positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    """A positive number, or 0 for "off"."""
+    positive = _positive(kind)
+
+    def parse(value: str) -> float:
+        return 0 if value.strip() in ("0", "0.0") else positive(value)
+
+    return parse
+
+
 def _words(value: str) -> list[str]:
     return [w for w in value.replace(",", " ").split() if w]
 
@@ -246,6 +274,8 @@ def main(argv: list[str] | None = None) -> None:
         session_idle_timeout=args.session_idle_timeout,
         lease_seconds=args.lease_seconds,
         audit_commits=args.audit_commits,
+        idle_seconds=args.idle_seconds or None,
+        max_instances=int(args.max_instances) or None,
     )
     # uvloop makes the transport loop (HTTP parsing, SSE framing) markedly cheaper per call.
     finish(uvloop.run(serve(options)))

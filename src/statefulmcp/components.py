@@ -113,6 +113,11 @@ class ComponentSpec:
     """Live instances kept at most; for a new key beyond it the least recently used idle one is
     evicted. WebAssembly only: each holds its own linear memory, so keys must not add up without
     bound (a Python instance's memory is the component author's to bound)."""
+    idle_seconds: float | None = None
+    """Passivate an instance after this long without a call; None: the host's default applies
+    to durable components (passivating one loses nothing), memory ones stay."""
+    handle_idle_seconds: float | None = None
+    """Expire a handle after this long without a call; None: handles live until closed."""
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -201,6 +206,8 @@ def component(
     durability: Durability | None = None,
     activate: Activation = "lazy",
     uses: Mapping[str, Any] | None = None,
+    idle_seconds: float | None = None,
+    handle_idle_seconds: float | None = None,
 ) -> Callable[[_C], _C]: ...
 def component(
     cls: _C | None = None,
@@ -213,15 +220,27 @@ def component(
     durability: Durability | None = None,
     activate: Activation = "lazy",
     uses: Mapping[str, Any] | None = None,
+    idle_seconds: float | None = None,
+    handle_idle_seconds: float | None = None,
 ) -> _C | Callable[[_C], _C]:
     """Declare a class as a component; its `@tool` methods become MCP tools.
 
     `stateful=True` keeps one instance alive between calls (per value of `key`, if given);
     `handles=True` makes the host mint the key values itself through `<name>_open`.
+    `idle_seconds` passivates an instance after that long without a call (durable components
+    get the server's default, `--idle-seconds`); `handle_idle_seconds` expires a handle after
+    that long without a call.
     """
     decl = ComponentDecl(
         options=LoadOptions(
-            name=name, stateful=stateful, key=key, handles=handles, durability=durability, activate=activate
+            name=name,
+            stateful=stateful,
+            key=key,
+            handles=handles,
+            durability=durability,
+            activate=activate,
+            idle_seconds=idle_seconds,
+            handle_idle_seconds=handle_idle_seconds,
         ),
         uses=dict(uses or {}),
     )
@@ -416,6 +435,8 @@ def spec_from_class(cls: type, source: str, options: LoadOptions | None = None) 
         backgrounds=tuple(backgrounds),
         uses=decl.uses,
         binds_context=True,
+        idle_seconds=opts.idle_seconds,
+        handle_idle_seconds=opts.handle_idle_seconds if handles else None,
     )
 
 

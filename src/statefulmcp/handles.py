@@ -9,6 +9,7 @@ behind the close are refused at once, then drops its instance and deletes its ro
 from __future__ import annotations
 
 import secrets
+import time
 from typing import TYPE_CHECKING, Any
 
 from mcp_types import CallToolResult
@@ -25,12 +26,20 @@ OPEN_MARK = "\x00open"
 
 
 class Handles:
-    """The open handles of one component (engine loop only)."""
+    """The open handles of one component (engine loop only).
 
-    def __init__(self, component: str, store: Store | None) -> None:
+    With `idle_seconds`, a handle not called for that long expires: it is refused like a closed
+    one, and the sweep closes it (its instance and durable state go). Its store mark holds the
+    wall-clock time it was last refreshed (at most every quarter of the idle time), so a handle
+    also expires across a restart.
+    """
+
+    def __init__(self, component: str, store: Store | None, idle_seconds: float | None = None) -> None:
         self.component = component
         self.store = store
-        self._open: set[str] = set()
+        self.idle_seconds = idle_seconds
+        self._open: dict[str, tuple[float, float]] = {}
+        """Open handles, least recently called first -> (last call, last mark), `time.monotonic()`."""
         self._closed: set[str] = set()
         self._closes = 0
 
@@ -38,15 +47,34 @@ class Handles:
         """Mint a handle; its instance is created on first use."""
         handle = secrets.token_urlsafe(24)
         if self.store is not None:
-            await self.store.commit([Change(self.component, handle, {OPEN_MARK: "true"})])
-        self._open.add(handle)
+            await self.store.commit([Change(self.component, handle, {OPEN_MARK: _mark()})])
+        now = time.monotonic()
+        self._open[handle] = (now, now)
         return handle
 
     def add(self, handle: str) -> None:
         """Take a handle known to be open (eager activation of stored instances)."""
-        self._open.add(handle)
+        now = time.monotonic()
+        self._open.setdefault(handle, (now, now))
 
     async def check(self, handle: str) -> None:
+        """Raise unless `handle` is open and not expired; count this as a call on it."""
+        await self._known(handle)
+        now = time.monotonic()
+        used, marked = self._open[handle]
+        idle = self.idle_seconds
+        if idle is not None:
+            if now - used > idle:
+                raise self._refused(handle)
+            if self.store is not None and now - marked > idle / 4:
+                await self.store.commit([Change(self.component, handle, {OPEN_MARK: _mark()})])
+                marked = now
+                if handle not in self._open:  # closed while the mark was written
+                    raise self._refused(handle)
+        self._open.pop(handle, None)
+        self._open[handle] = (now, marked)
+
+    async def _known(self, handle: str) -> None:
         """Raise unless `handle` is open (known here, or marked open in the store).
 
         A read that a close overtook may predate the close's delete: it is read again, or an
@@ -59,21 +87,40 @@ class Handles:
                 continue
             if OPEN_MARK not in rows:
                 break
-            self._open.add(handle)
-        if handle in self._open:
-            return
-        raise ToolCallError(
-            f"unknown or closed handle {handle!r} for component {self.component!r}; "
+            age = _age(rows[OPEN_MARK])
+            if self.idle_seconds is not None and age > self.idle_seconds:
+                break  # expired while nobody had it in memory (across a restart)
+            now = time.monotonic()
+            self._open[handle] = (now - age, now - age)
+        if handle not in self._open:
+            raise self._refused(handle)
+
+    def _refused(self, handle: str) -> ToolCallError:
+        expiry = "" if self.idle_seconds is None else f" (or expired: unused for {self.idle_seconds:g} s)"
+        return ToolCallError(
+            f"unknown or closed handle {handle!r} for component {self.component!r}{expiry}; "
             f"call {self.component}_open to get a new one"
         )
+
+    def expired(self, now: float) -> list[str]:
+        """The handles not called for longer than `idle_seconds` (for the sweep to close)."""
+        idle = self.idle_seconds
+        if idle is None:
+            return []
+        found = []
+        for handle, (used, _) in self._open.items():
+            if now - used <= idle:
+                break
+            found.append(handle)
+        return found
 
     async def close(self, live: LiveComponent, handle: str) -> bool:
         """Close `handle`: refuse its later calls, drop its instance, delete its durable state."""
         try:
-            await self.check(handle)
+            await self._known(handle)
         except ToolCallError:
             return False
-        self._open.discard(handle)
+        self._open.pop(handle, None)
         self._closed.add(handle)
         self._closes += 1
         await live.passivate(handle, reason="closed")
@@ -87,6 +134,19 @@ class Handles:
 
     def clear(self) -> None:
         self._open.clear()
+
+
+def _mark() -> str:
+    """A handle's store mark: the wall-clock time it was written (its age survives a restart)."""
+    return repr(time.time())
+
+
+def _age(mark: str) -> float:
+    """Seconds since a mark was written; 0 for a mark of an older version, which held `true`."""
+    try:
+        return max(0.0, time.time() - float(mark))
+    except ValueError:
+        return 0.0
 
 
 def _as_result(value: Any) -> CallToolResult:

@@ -45,7 +45,7 @@ from statefulmcp.components import (
 )
 from statefulmcp.engine import Engine
 from statefulmcp.handles import handle_tools
-from statefulmcp.live import LiveComponent
+from statefulmcp.live import LiveComponent, Residency
 from statefulmcp.remote import Remote, RemotePool, result_value
 from statefulmcp.state import Store, Sync, is_postgres, store_path
 from statefulmcp.state.sqlite import SqliteStore
@@ -57,6 +57,15 @@ RESERVED_TOOL_NAMES = frozenset({"list_components", "load_component", "unload_co
 
 
 Target = str | Path | object
+
+DEFAULT_IDLE_SECONDS = 600.0
+"""How long an instance of a durable component may go without a call before it is passivated."""
+
+DEFAULT_MAX_INSTANCES = 100_000
+"""Live stateful instances kept at most, all components together."""
+
+_MAX_SWEEP = 5.0
+"""The longest pause between two idle sweeps (seconds)."""
 
 _SHOWN_KEYS = 100
 """How many owned keys per component the replica view lists (the count is in `instances`)."""
@@ -126,6 +135,11 @@ class Host:
     every component keeps its state in memory only. `sync="process"` trades the OS-crash guarantee
     for speed (see docs/guarantees.md). `max_call_seconds` caps every call; `hook_seconds` caps
     each `on_deactivate` (and the wait for a turn to end) at unload and shutdown.
+
+    `idle_seconds` passivates an instance of a durable component after that long without a call
+    (`on_deactivate`, commit, memory freed; the next call activates it again from the store);
+    `max_instances` bounds the live stateful instances of all components together, passivating
+    the least recently used idle one past it. None turns either off.
     """
 
     def __init__(
@@ -140,6 +154,8 @@ class Host:
         advertise: str | None = None,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         audit_commits: bool = False,
+        idle_seconds: float | None = DEFAULT_IDLE_SECONDS,
+        max_instances: int | None = DEFAULT_MAX_INSTANCES,
     ) -> None:
         self.engine = Engine(workers=workers, stall_seconds=stall_seconds)
         self._state = state
@@ -150,6 +166,10 @@ class Host:
         self._advertise = advertise
         self._lease = lease_seconds
         self._adopting: asyncio.Task[None] | None = None
+        self._sweeping: asyncio.Task[None] | None = None
+        self.residency = Residency(
+            lambda: self._components.values(), max_instances=max_instances, idle_seconds=idle_seconds
+        )
         self._audit = audit_commits
         self.max_call_seconds = max_call_seconds
         self.hook_seconds = hook_seconds
@@ -278,6 +298,7 @@ class Host:
             return
         self._life = _Life.DRAINING
         await self.engine.run(self._stop_adopting)
+        await self.engine.run(self._stop_sweeping)
         await self._unload_all()
         await self.engine.run(self.remotes.close)
         cluster = self.cluster
@@ -398,6 +419,8 @@ class Host:
             self._components, self._table = components, table
             for spec in specs:
                 self._failed.pop(spec.source, None)
+            if self._sweeping is None and any(spec.stateful for spec in specs):
+                await self.engine.run(self._start_sweeping)
         for spec in specs:
             log.info("loaded component %s from %s (%d tools)", spec.name, spec.source, len(spec.tools))
         await self._notify()
@@ -466,6 +489,7 @@ class Host:
             sync_limit=max(1, self.engine.workers // 4),
             bind=self._binder(spec),
             cluster=self.cluster,
+            residency=self.residency,
         )
 
     def _entries(self, live: LiveComponent) -> dict[str, Entry]:
@@ -564,6 +588,35 @@ class Host:
         if self.cluster is not None and self._adopting is None:
             await self.engine.run(self._start_adopting)
         return count
+
+    async def _start_sweeping(self) -> None:
+        if self._sweeping is None:
+            self._sweeping = asyncio.create_task(self._sweep(), name="statefulmcp-sweep")
+
+    async def _stop_sweeping(self) -> None:
+        task, self._sweeping = self._sweeping, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _sweep(self) -> None:
+        """Passivate idle instances and close expired handles, a few times per shortest idle
+        time. Runs on the engine, owned by the host; each passivation is owned by its component."""
+        while True:
+            await asyncio.sleep(self._sweep_period())
+            now = time.monotonic()
+            for live in list(self._components.values()):
+                live.passivate_idle(now)
+                live.expire_handles(now)
+
+    def _sweep_period(self) -> float:
+        limits = [
+            seconds
+            for live in self._components.values()
+            for seconds in (live.idle_seconds, live.spec.handle_idle_seconds)
+            if seconds is not None
+        ]
+        return min(max(min(limits, default=_MAX_SWEEP * 4) / 4, 0.01), _MAX_SWEEP)
 
     async def _start_adopting(self) -> None:
         self._adopting = asyncio.create_task(self._adopt_orphans(), name="statefulmcp-adopt")

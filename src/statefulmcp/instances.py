@@ -95,9 +95,11 @@ class Instance:
         "ending",
         "epoch",
         "generation",
+        "going",
         "holder",
         "in_flight",
         "key",
+        "last_used",
         "lock",
         "obj",
         "owner",
@@ -128,6 +130,10 @@ class Instance:
         """The ownership epoch this instance was claimed under (with replicas); fences its commits."""
         self.generation = 0
         """The lease generation of this replica when the instance was claimed (see `Membership`)."""
+        self.last_used = 0.0
+        """`time.monotonic()` when a call last started or ended on it (idle passivation)."""
+        self.going = False
+        """Chosen for passivation (see `LiveComponent.passivate_soon`)."""
 
     @property
     def store_key(self) -> str:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from statefulmcp._errors import ActivationError, ToolCallError
@@ -35,6 +36,50 @@ async def _no_wait(*args: Any, **kwargs: Any) -> None:
     raise RuntimeError("wait_until needs a stateful component: a stateless instance lives for one call")
 
 
+class Residency:
+    """The host-wide bound on live stateful instances, and the host's default idle time.
+
+    Each `LiveComponent` keeps its instances least recently called first; this object counts
+    them across components, so `max_instances` bounds the whole host (past it, the least recently
+    used idle instance anywhere is passivated), and names the default `idle_seconds`, which
+    applies to durable components only: passivating one of those loses nothing.
+    """
+
+    def __init__(
+        self,
+        lives: Callable[[], Iterable[LiveComponent]],
+        *,
+        max_instances: int | None,
+        idle_seconds: float | None,
+    ) -> None:
+        self.lives = lives
+        self.max_instances = max_instances
+        self.idle_seconds = idle_seconds
+        self.live = 0
+        """Live stateful instances in all components, those being passivated included."""
+        self.going = 0
+        """Of those, how many are being passivated (chosen, their `on_deactivate` not yet done)."""
+
+    def admit(self) -> None:
+        """Make room for one more instance: past the bound, passivate the least recently used
+        idle one; with none idle, refuse (a bound that only warns is no bound)."""
+        limit = self.max_instances
+        if limit is None or self.live - self.going < limit:
+            return
+        victims = [(v.last_used, live, v) for live in self.lives() if (v := live.least_recent_idle())]
+        if not victims:
+            raise ToolCallError(
+                f"the host has {limit} live instances and none is idle (--max-instances / "
+                "Host(max_instances=...)); retry when a call finishes, or raise the bound"
+            )
+        _, live, victim = min(victims, key=lambda item: item[0])
+        live.passivate_soon(
+            victim,
+            f"passivated: the host keeps at most {limit} live instances",
+            bound=f"at most {limit} live instances in the host (--max-instances)",
+        )
+
+
 class LiveComponent:
     """A loaded component on the engine: its spec, its live instances and its open handles.
 
@@ -52,6 +97,7 @@ class LiveComponent:
         sync_limit: int,
         bind: Callable[[Any], None] | None = None,
         cluster: Cluster | None = None,
+        residency: Residency | None = None,
     ) -> None:
         self.spec = spec
         self.name = spec.name
@@ -63,13 +109,15 @@ class LiveComponent:
         self.hook_seconds = hook_seconds
         self.bind = bind
         self.slots = SyncSlots(sync_limit)
+        self.residency = residency or Residency(list, max_instances=None, idle_seconds=None)
         self.instances: dict[str | None, Instance] = {}
-        self.evicted: dict[str | None, None] = {}
-        """Keys whose instance was evicted (see `_make_room`), oldest first."""
-        self.handles = Handles(spec.name, self.store) if spec.handles else None
+        """Live instances, least recently called first."""
+        self.evicted: dict[str | None, str] = {}
+        """Keys whose instance was evicted with its in-memory state, and why; oldest first."""
+        self.handles = Handles(spec.name, self.store, spec.handle_idle_seconds) if spec.handles else None
         self.closed = False
         self.ended = {name: LoopStats() for name, _ in spec.backgrounds}
-        self._reaping: set[asyncio.Task[None]] = set()
+        self._reaping: set[asyncio.Task[Any]] = set()
 
     # -- calls ----------------------------------------------------------------------------------
 
@@ -137,12 +185,14 @@ class LiveComponent:
             key = await self._key_of(arguments)
             instance = self.instances.get(key)
             if instance is None:
+                if self.evicted:
+                    self._told_evicted(key)
                 if self.spec.max_instances is not None:
                     self._make_room(key, self.spec.max_instances)
-                instance = self.instances[key] = Instance(self, key)
-            elif self.spec.max_instances is not None:
+                instance = self._new_instance(key)
+            else:
                 self.instances[key] = self.instances.pop(key)  # most recently used last
-
+            instance.last_used = time.monotonic()
             try:
                 return await instance.turn(self._body(tool, instance, arguments), finish)
             except ActivationError as exc:
@@ -153,6 +203,16 @@ class LiveComponent:
                     raise self._unloaded() from None
                 if self.instances.get(key) is instance:
                     raise ToolCallError(f"{instance.label} is being deactivated; retry the call") from None
+            finally:
+                instance.last_used = time.monotonic()
+
+    def _new_instance(self, key: str | None) -> Instance:
+        """A new, not yet activated instance for `key`, counted against the host's bound."""
+        self.residency.admit()
+        instance = self.instances[key] = Instance(self, key)
+        instance.last_used = time.monotonic()
+        self.residency.live += 1
+        return instance
 
     def _body(
         self, tool: ToolSpec, instance: Instance, arguments: dict[str, Any]
@@ -243,7 +303,7 @@ class LiveComponent:
         """Activate the instance for `key` now, without a call (eager activation)."""
         instance = self.instances.get(key)
         if instance is None:
-            instance = self.instances[key] = Instance(self, key)
+            instance = self._new_instance(key)
         if key is not None and self.handles is not None:
             self.handles.add(key)
 
@@ -258,12 +318,6 @@ class LiveComponent:
         An evicted instance's in-memory state is gone, and its key's next call says so once (as
         after a trap) before starting afresh: state must never vanish without a word.
         """
-        if key in self.evicted:
-            del self.evicted[key]
-            raise ToolCallError(
-                f"{self.name}[{key!r}] was evicted to keep at most {limit} live instances (the policy's "
-                "limits.instances), and its in-memory state was lost; the next call starts a fresh instance"
-            )
         while len(self.instances) >= limit:
             idle = next(
                 (i for i in self.instances.values() if not (i.lock.locked() or i.waiters or i.activating)),
@@ -277,9 +331,24 @@ class LiveComponent:
             self.drop(idle, "evicted")
             log.info("evicted %s: at most %d live instances (limits.instances)", idle.label, limit)
             if idle.activated:
-                self.evicted[idle.key] = None
-                while len(self.evicted) > 4 * limit:  # remembered for a while, not forever
-                    del self.evicted[next(iter(self.evicted))]
+                self._remember_evicted(
+                    idle.key, f"at most {limit} live instances (the policy's limits.instances)"
+                )
+
+    def _remember_evicted(self, key: str | None, why: str) -> None:
+        """An instance whose in-memory state is lost: its key's next call says so once (as after a
+        trap) before starting afresh, so state never vanishes without a word."""
+        self.evicted[key] = why
+        while len(self.evicted) > 4 * max(len(self.instances), 1024):  # remembered for a while, not forever
+            del self.evicted[next(iter(self.evicted))]
+
+    def _told_evicted(self, key: str | None) -> None:
+        why = self.evicted.pop(key, None)
+        if why is not None:
+            raise ToolCallError(
+                f"{self.name}[{key!r}] was evicted to keep {why}, and its in-memory state was lost; "
+                "the next call starts a fresh instance"
+            )
 
     # -- dropping -------------------------------------------------------------------------------
 
@@ -289,6 +358,7 @@ class LiveComponent:
             instance.dropped = reason
         if self.instances.get(instance.key) is instance:
             del self.instances[instance.key]
+            self.residency.live -= 1
         instance.fail_waiters()
         if instance.background is not None:
             for name, stats in instance.background.stats.items():
@@ -307,6 +377,108 @@ class LiveComponent:
         # the cyclic collector runs; what its object holds, a Wasm Store's linear memory above
         # all, is let go now. A body still running keeps its own reference.
         instance.obj = None
+
+    # -- passivation ----------------------------------------------------------------------------
+
+    @property
+    def idle_seconds(self) -> float | None:
+        """How long an instance may go without a call before it is passivated (None: forever).
+
+        The component's own `idle_seconds` wins; the host's default applies only where passivating
+        loses nothing: durable state in a store, no background work, lazy activation.
+        """
+        spec = self.spec
+        if not spec.stateful or spec.activate == "eager" or spec.backgrounds:
+            return None
+        if spec.idle_seconds is not None:
+            return spec.idle_seconds
+        return self.residency.idle_seconds if self.store is not None else None
+
+    @staticmethod
+    def _idle(instance: Instance) -> bool:
+        """Nothing runs, waits or is in flight on `instance`, and it is not already on its way out."""
+        return not (
+            instance.lock.locked()
+            or instance.waiters
+            or instance.activating
+            or instance.background is not None
+            or instance.pending is not None
+            or instance.ending is not None
+            or instance.dropped is not None
+            or instance.going
+        )
+
+    def least_recent_idle(self, scan: int = 64) -> Instance | None:
+        """The least recently called idle instance among the oldest `scan` (for the host's bound)."""
+        if self.spec.activate == "eager" or self.spec.backgrounds:
+            return None
+        for n, instance in enumerate(self.instances.values()):
+            if n >= scan:
+                break
+            if self._idle(instance):
+                return instance
+        return None
+
+    def passivate_idle(self, now: float) -> None:
+        """Passivate the instances idle for longer than `idle_seconds` (oldest first; stops at the
+        first one called recently, since every later one was called more recently still)."""
+        limit = self.idle_seconds
+        if limit is None or self.closed:
+            return
+        for instance in list(self.instances.values()):
+            if now - instance.last_used < limit:
+                break
+            if self._idle(instance):
+                self.passivate_soon(instance, f"passivated after {limit:g} s without a call")
+
+    def expire_handles(self, now: float) -> None:
+        """Close the handles not called for longer than `handle_idle_seconds` (instance and state)."""
+        if self.handles is None or self.closed:
+            return
+        for handle in self.handles.expired(now):
+            log.info(
+                "%s[%r]: handle expired after %g s without a call",
+                self.name,
+                handle,
+                self.handles.idle_seconds,
+            )
+            task = asyncio.ensure_future(self.handles.close(self, handle))
+            self._reaping.add(task)
+            task.add_done_callback(self._reaping.discard)
+
+    def passivate_soon(self, instance: Instance, reason: str, *, bound: str | None = None) -> None:
+        """Start passivating `instance` (owned by this component's reaping set); a call that slips
+        in first keeps it, and one queued behind the passivation activates it afresh.
+
+        `bound`: passivated to keep a bound, not because the component asked for it; an instance
+        without a store then loses its in-memory state, and its next call is told.
+        """
+        instance.going = True
+        self.residency.going += 1
+        if bound is not None and self.store is None and instance.activated:
+            self._remember_evicted(instance.key, bound)
+        task = asyncio.ensure_future(self._passivate(instance, reason, instance.last_used))
+        self._reaping.add(task)
+        task.add_done_callback(self._reaping.discard)
+
+    async def _passivate(self, instance: Instance, reason: str, used: float) -> None:
+        try:
+            await instance.acquire_for_end()
+            if instance.last_used != used or instance.waiters or instance.dropped is not None:
+                self.evicted.pop(instance.key, None)
+                instance.release_after_end()  # called meanwhile: not idle any more
+                return
+            instance.ending = reason
+            await self._end(instance, reason)
+            log.debug("%s", f"{instance.label} {reason}")
+        finally:
+            instance.going = False
+            self.residency.going -= 1
+        if self.cluster is not None and instance.epoch is not None and not self.closed:
+            try:  # the others may claim it at once, not after a lease
+                await self.cluster.ownership.release(self.name, instance.store_key, instance.epoch)
+            except Exception as exc:  # noqa: BLE001 - the key stays ours until the lease ends
+                log.warning("could not release %s after passivating it: %s", instance.label, exc)
 
     async def passivate(self, key: str | None, *, reason: str) -> None:
         """Deactivate the instance for `key`, if live (a closed handle)."""
@@ -330,6 +502,10 @@ class LiveComponent:
             )
             self.drop(instance, reason)
             return
+        await self._end(instance, reason)
+
+    async def _end(self, instance: Instance, reason: str) -> None:
+        """With the turn taken: stop background work, run `on_deactivate` and commit, drop."""
         try:
             if instance.background is not None:
                 await instance.background.stop()

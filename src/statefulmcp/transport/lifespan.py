@@ -25,7 +25,7 @@ from pathlib import Path
 
 from statefulmcp._errors import ActivationError, ComponentError, StoreError
 from statefulmcp.cluster import DEFAULT_LEASE_SECONDS
-from statefulmcp.host import Host
+from statefulmcp.host import DEFAULT_IDLE_SECONDS, DEFAULT_MAX_INSTANCES, Host
 from statefulmcp.state import Sync, is_postgres, store_path
 from statefulmcp.transport.auth import ADMIN_SCOPE, AuthConfigError, build_access
 from statefulmcp.transport.http import (
@@ -79,6 +79,8 @@ class ServeOptions:
     session_idle_timeout: float = HttpLimits().session_idle_timeout
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     audit_commits: bool = False
+    idle_seconds: float | None = DEFAULT_IDLE_SECONDS
+    max_instances: int | None = DEFAULT_MAX_INSTANCES
 
 
 class _CannotStart(Exception):
@@ -95,6 +97,8 @@ async def serve(options: ServeOptions) -> int:
             advertise=options.advertise,
             lease_seconds=options.lease_seconds,
             audit_commits=options.audit_commits,
+            idle_seconds=options.idle_seconds,
+            max_instances=options.max_instances,
         )
         host.start()
     except StoreError as exc:

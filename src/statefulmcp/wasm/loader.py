@@ -265,6 +265,8 @@ def load_wasm(
         details={"kind": "wasm", **policy.describe()},
         sandboxed=True,
         max_instances=policy.limits.instances if key else None,
+        idle_seconds=opts.idle_seconds,
+        handle_idle_seconds=opts.handle_idle_seconds if handles else None,
     )
 
 
