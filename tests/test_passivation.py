@@ -212,6 +212,8 @@ async def test_an_idle_handle_expires_with_its_state_and_gets_the_closed_handle_
         async with asyncio.timeout(30):
             while await stored():
                 await asyncio.sleep(0.02)
-        with pytest.raises(ToolCallError, match=r"unknown or closed handle .*\(or expired: unused for 0.2 s\)"):
+        with pytest.raises(
+            ToolCallError, match=r"unknown or closed handle .*\(or expired: unused for 0.2 s\)"
+        ):
             await host.call("scratch_put", {"session": handle, "text": "y"})
         assert live(host, "scratch") == 0

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
+import anyio
 import psycopg
 import pytest
 from conftest import ServerProcess, error, http_session, start_server, value
@@ -296,6 +297,43 @@ async def test_a_passivated_instance_releases_its_key_to_the_other_replicas(
         assert await asyncio.wait_for(incr(b.url, "k"), 10) == 2
         claims = rows(database, "SELECT replica FROM statefulmcp_claims WHERE key = 'k' ORDER BY id")
         assert len(claims) == 2 and claims[0] != claims[1]
+    finally:
+        a.stop()
+        b.stop()
+
+
+async def waiters_on(url: str) -> int:
+    async with http_session(url) as session:
+        view = (await session.call_tool("list_components", {})).structured_content
+    assert view is not None
+    return int(next(c for c in view["components"] if c["name"] == "counters")["details"]["waiters"])
+
+
+async def test_long_polls_and_their_cancellation_pass_through_the_forward(
+    database: str, tmp_path: Path
+) -> None:
+    a = replica(database, tmp_path / "a", lease=30.0)
+    b = replica(database, tmp_path / "b", lease=30.0)
+    try:
+        assert await incr(a.url, "k") == 1  # A owns k; calls through B are forwarded to it
+        async with http_session(b.url) as sb:
+            poll = asyncio.ensure_future(sb.call_tool("counters_wait_for", {"key": "k", "n": 3}))
+            async with asyncio.timeout(30):
+                while await waiters_on(a.url) != 1:
+                    await asyncio.sleep(0.02)
+            assert await incr(b.url, "k") == 2
+            assert await incr(a.url, "k") == 3
+            assert value(await poll) == 3
+            # A long-poll whose caller gives up is cancelled on the owner too: no waiter stays behind.
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sb.call_tool, "counters_wait_for", {"key": "k", "n": 99})
+                async with asyncio.timeout(30):
+                    while await waiters_on(a.url) != 1:
+                        await asyncio.sleep(0.02)
+                tg.cancel_scope.cancel()
+            async with asyncio.timeout(30):
+                while await waiters_on(a.url) != 0:
+                    await asyncio.sleep(0.02)
     finally:
         a.stop()
         b.stop()

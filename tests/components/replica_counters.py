@@ -24,3 +24,9 @@ class Counters(Stateful):
     async def get(self, key: str) -> int:
         """The count."""
         return self.n
+
+    @tool
+    async def wait_for(self, key: str, n: int) -> int:
+        """A long-poll: answer once the count reaches `n`."""
+        await self.wait_until(lambda: self.n >= n, timeout=120)
+        return self.n

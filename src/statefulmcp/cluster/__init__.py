@@ -165,7 +165,9 @@ class Cluster:
         finally:
             if not call.done():
                 call.cancel()
-                await asyncio.gather(call, return_exceptions=True)
+                # Shielded: a caller's cancel scope cancels us again and again; passed on, each one
+                # would cancel the SDK client mid-abandon, before it aborts the request to the owner.
+                await asyncio.shield(asyncio.gather(call, return_exceptions=True))
 
     async def close_pool(self) -> None:
         """Close this loop's forwarding connections (call on each loop that forwarded)."""
