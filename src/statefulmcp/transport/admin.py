@@ -41,6 +41,9 @@ def _redacted(component: dict[str, Any]) -> dict[str, Any]:
         details["policy"] = Path(details["policy"]).name
     if "dirs" in details:
         details["dirs"] = [{k: v for k, v in d.items() if k != "host"} for d in details["dirs"]]
+    config = details.get("config")
+    if isinstance(config, dict) and config.get("secrets_file"):
+        details["config"] = {**config, "secrets_file": Path(config["secrets_file"]).name}
     return {**component, "source": Path(component["source"]).name, "details": details}
 
 
