@@ -145,7 +145,9 @@ def test_the_network_is_denied(sandboxed: tuple[ComponentSpec, Path]) -> None:
 
 def test_without_a_policy_nothing_is_granted(notes_wasm: Path, tmp_path: Path) -> None:
     spec = load_wasm(install(tmp_path, notes_wasm, None))
-    assert spec.details["dirs"] == [] and spec.details["env"] == []
+    assert spec.permissions is not None
+    granted = spec.permissions.describe()
+    assert granted["dirs"] == [] and granted["env"] == [] and granted["network"] == "denied"
     instance = spec.new_instance()
     assert call(spec, instance, "get_env", name="PATH") == (True, None)
     assert call(spec, instance, "read_file", path="/tmp")[0] is False

@@ -11,6 +11,7 @@ from `statefulmcp`::
     ├── ToolResultError       a tool returned a value that cannot be sent as JSON
     ├── StateValueError       a turn wrote a non-JSON value to `self.state`
     ├── InstanceLost          an instance can never be used again (a WebAssembly trap)
+    ├── NetworkDenied         a WebAssembly component's outgoing request is outside its policy
     ├── ActivationError       an instance's `on_activate` failed
     ├── StoreError            the state store cannot be opened or written
     │   └── StaleInstanceError    memory can no longer be trusted (fenced, or a commit in doubt)
@@ -57,6 +58,14 @@ class InstanceLost(StatefulMCPError, RuntimeError):
 
     The host drops the instance, so the next call with the same key gets a fresh one, and the
     caller gets this error's message.
+    """
+
+
+class NetworkDenied(StatefulMCPError):
+    """A WebAssembly component's outgoing HTTP request was refused by its policy.
+
+    Never raised to a caller: the component gets the message as its request's error, and the log
+    gets it too. It names the host and what to grant.
     """
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar, overload
+from typing import Any, Protocol, TypeVar, overload
 
 import pydantic_core
 from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata, func_metadata
@@ -88,6 +88,12 @@ class ToolSpec:
     timeout: float | None = None
 
 
+class Permissions(Protocol):
+    """A component's grants as they stand now (they may change while it is loaded)."""
+
+    def describe(self) -> dict[str, Any]: ...
+
+
 @dataclass(slots=True)
 class ComponentSpec:
     """A loadable component: its tools, how to make an instance, and its resolved options."""
@@ -109,6 +115,9 @@ class ComponentSpec:
     """True for Python classes: the host gives each instance `self.state` and `self.wait_until`."""
     sandboxed: bool = False
     """True for WebAssembly: its calls run on threads of their own, which user sync code cannot fill."""
+    permissions: Permissions | None = None
+    """What the component may touch, changeable at run time (WebAssembly: `wasm.grants.Grants`);
+    `list_components` shows its current grants."""
     max_instances: int | None = None
     """Live instances kept at most; for a new key beyond it the least recently used idle one is
     evicted. WebAssembly only: each holds its own linear memory, so keys must not add up without

@@ -38,6 +38,7 @@ from statefulmcp._tools import ComponentTool, EngineTool, Entry, Finish, HostToo
 from statefulmcp.cluster import DEFAULT_LEASE_SECONDS, NOT_OWNER, Cluster, Elsewhere
 from statefulmcp.components import (
     ComponentSpec,
+    Permissions,
     refuse_lazy,
     specs_from_module,
     specs_from_object,
@@ -553,6 +554,39 @@ class Host:
                 await self.engine.run(lambda: store.purge(name))
         log.info("unloaded component %s%s", name, " and purged its state" if purge else "")
 
+    def permissions(self, name: str) -> Permissions:
+        """The run-time grants of a loaded component; an error if it has none (not WebAssembly)."""
+        live = self._components.get(name)
+        if live is None:
+            raise ComponentError(f"no component named {name!r} is loaded")
+        if live.spec.permissions is None:
+            raise ComponentError(
+                f"component {name!r} is not sandboxed: only WebAssembly components have grants to change"
+            )
+        return live.spec.permissions
+
+    async def drop_instances(self, name: str, reason: str) -> list[str | None]:
+        """Drop every live instance of a component, each after its current turn; their keys.
+
+        Their in-memory state is lost (durable state stays): the next call of each key starts a
+        fresh instance. Used when a component's grants are narrowed.
+        """
+        live = self._components.get(name)
+        if live is None:
+            raise ComponentError(f"no component named {name!r} is loaded")
+
+        async def drop_all() -> list[str | None]:
+            keys = list(live.instances)
+            await asyncio.gather(*(live.passivate(key, reason=reason) for key in keys))
+            return keys
+
+        keys = await self.engine.run(drop_all)
+        if keys:
+            log.info(
+                "%s: dropped %d live instances (%s); their in-memory state was lost", name, len(keys), reason
+            )
+        return keys
+
     async def _unload_all(self) -> None:
         """Unload every component at once: instances whose `on_deactivate` hangs are each bounded
         by `hook_seconds`, and side by side they cost that bound once, not once per component."""
@@ -720,7 +754,11 @@ class Host:
                 durability=live.spec.durability if live.spec.stateful else "none",
                 tools=table.of(live),
                 instances=len(live.instances),
-                details={**live.spec.details, **live.details()},
+                details={
+                    **live.spec.details,
+                    **(live.spec.permissions.describe() if live.spec.permissions is not None else {}),
+                    **live.details(),
+                },
             )
             for live in self._components.values()
         ]

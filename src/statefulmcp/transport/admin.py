@@ -1,12 +1,15 @@
-"""The host's own tools: `list_components`, and with `--allow-load DIR`, `load_component` and
-`unload_component`. They are ordinary tool-table entries, validated against the schema they
-publish: a string where a boolean belongs (`"purge": "false"`) is refused, never coerced.
+"""The host's own tools: `list_components`, and with `--allow-load DIR`, `load_component`,
+`unload_component`, and `grant_permissions` / `revoke_permissions` (a loaded WebAssembly
+component's grants, changed at run time; see `wasm.grants`). They are ordinary tool-table
+entries, validated against the schema they publish: a string where a boolean belongs
+(`"purge": "false"`) is refused, never coerced.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from contextvars import ContextVar
 from dataclasses import asdict
 from pathlib import Path
@@ -20,9 +23,12 @@ from statefulmcp._options import options_from, options_schema
 from statefulmcp._tools import HostTool
 from statefulmcp.components import ToolSpec, tool_result_text
 from statefulmcp.host import Host
+from statefulmcp.wasm import grants
 
-ADMIN_TOOLS = frozenset({"load_component", "unload_component"})
+ADMIN_TOOLS = frozenset({"load_component", "unload_component", "grant_permissions", "revoke_permissions"})
 """The tools that change what the server runs; with authentication on they need the admin scope."""
+
+log = logging.getLogger("statefulmcp.admin")
 
 caller_is_admin: ContextVar[bool] = ContextVar("statefulmcp_caller_is_admin", default=False)
 """Set by the transport per call: whether the caller may see the server's file paths."""
@@ -35,6 +41,9 @@ def _redacted(component: dict[str, Any]) -> dict[str, Any]:
         details["policy"] = Path(details["policy"]).name
     if "dirs" in details:
         details["dirs"] = [{k: v for k, v in d.items() if k != "host"} for d in details["dirs"]]
+    config = details.get("config")
+    if isinstance(config, dict) and config.get("secrets_file"):
+        details["config"] = {**config, "secrets_file": Path(config["secrets_file"]).name}
     return {**component, "source": Path(component["source"]).name, "details": details}
 
 
@@ -72,7 +81,13 @@ def _spec(name: str, description: str, properties: dict[str, Any], required: lis
     )
 
 
-_JSON_TYPES: dict[str, type | tuple[type, ...]] = {"string": str, "boolean": bool, "null": type(None)}
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str,
+    "boolean": bool,
+    "null": type(None),
+    "array": list,
+    "object": dict,
+}
 
 
 def _check_type(field: str, value: Any, prop: dict[str, Any]) -> None:
@@ -186,4 +201,94 @@ def _loading_tools(host: Host, root: Path) -> list[HostTool]:
         },
         ["name"],
     )
-    return [HostTool(load_spec, load_component), HostTool(unload_spec, unload_component)]
+    return [
+        HostTool(load_spec, load_component),
+        HostTool(unload_spec, unload_component),
+        *_permission_tools(host, root),
+    ]
+
+
+def _permission_tools(host: Host, root: Path) -> list[HostTool]:
+    def grants_of(name: str) -> grants.Grants:
+        found = host.permissions(name)
+        assert isinstance(found, grants.Grants)
+        return found
+
+    def shown(details: dict[str, Any]) -> dict[str, Any]:
+        return details if caller_is_admin.get() else _redacted({"source": "", "details": details})["details"]
+
+    async def grant_permissions(arguments: dict[str, Any]) -> CallToolResult:
+        name = arguments["component"]
+        try:
+            change = await asyncio.to_thread(grants.grant_from, arguments, root)
+            if not change:
+                raise ComponentError("nothing to grant: name env, dirs, network, config or config_env")
+            policy = grants_of(name).grant(change)
+        except ComponentError as exc:
+            raise ToolCallError(f"grant failed: {exc}") from None
+        log.info("granted %s at run time: %s", name, _listed(arguments))
+        return _result(
+            f"granted {name}: {_listed(arguments)}. Instances made from now on have it; live instances keep "
+            "the grants they were made with.",
+            {"component": name, "granted": _listed(arguments), "details": shown(policy.describe())},
+        )
+
+    async def revoke_permissions(arguments: dict[str, Any]) -> CallToolResult:
+        name = arguments["component"]
+        try:
+            change = grants.revoke_from(arguments)
+            if not change:
+                raise ComponentError("nothing to revoke: name env, dirs, network or config")
+            policy = grants_of(name).revoke(change)
+            dropped = await host.drop_instances(name, "its grants were revoked")
+        except ComponentError as exc:
+            raise ToolCallError(f"revoke failed: {exc}") from None
+        log.info("revoked %s at run time: %s", name, _listed(arguments))
+        lost = (
+            f" Dropped its {len(dropped)} live instance(s), which held the old grants: their in-memory "
+            "state was lost; the next call starts a fresh instance."
+            if dropped
+            else ""
+        )
+        return _result(
+            f"revoked {name}: {_listed(arguments)}.{lost}",
+            {
+                "component": name,
+                "revoked": _listed(arguments),
+                "dropped_instances": len(dropped),
+                "details": shown(policy.describe()),
+            },
+        )
+
+    note = " The policy file is not rewritten: a reload or a restart starts again from it."
+    return [
+        HostTool(
+            _spec(
+                "grant_permissions",
+                "Widen a loaded WebAssembly component's grants: environment variables, directories (inside "
+                "the --allow-load directory), network hosts, wasi:config values. Instances made after the "
+                "grant have it; live ones keep theirs." + note,
+                grants.GRANT_PROPERTIES,
+                ["component"],
+            ),
+            grant_permissions,
+        ),
+        HostTool(
+            _spec(
+                "revoke_permissions",
+                "Narrow a loaded WebAssembly component's grants. Takes effect at once: its live instances "
+                "are dropped (their in-memory state is lost)." + note,
+                grants.REVOKE_PROPERTIES,
+                ["component"],
+            ),
+            revoke_permissions,
+        ),
+    ]
+
+
+def _listed(arguments: dict[str, Any]) -> dict[str, Any]:
+    """What a grant or revoke named, without config values (they may be secrets)."""
+    listed = {k: v for k, v in arguments.items() if k != "component"}
+    if isinstance(listed.get("config"), dict):
+        listed["config"] = sorted(listed["config"])
+    return listed

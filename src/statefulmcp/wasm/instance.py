@@ -7,6 +7,9 @@ instances run in parallel on worker threads (wasmtime releases the GIL while was
 
 Every call is armed with the component's limits first (epoch deadline, fuel). A trap leaves the
 store unusable, so it becomes `InstanceLost`, the signal for the host to drop this instance.
+
+An instance keeps the policy its component had when it was made: grants made at run time
+(`grants.py`) reach instances made after them, and a revoke drops the live ones.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import wasmtime
 from wasmtime import component as wc
 
 from statefulmcp.components import InstanceLost
+from statefulmcp.wasm import calls, http, traps
 from statefulmcp.wasm import engine as engines
-from statefulmcp.wasm import traps
+from statefulmcp.wasm.grants import Grants
 from statefulmcp.wasm.policy import MAX_TABLES, Policy
 
 log = logging.getLogger("statefulmcp.wasm")
@@ -40,8 +44,10 @@ class Blueprint:
     component: wc.Component
     linker: wc.Linker
     engine: wasmtime.Engine
-    policy: Policy
+    grants: Grants
     stateful: bool
+    http: bool
+    """Whether the component imports `wasi:http`: its Store then also holds the gate helper."""
 
     def new_instance(self) -> WasmInstance:
         """A fresh Store with the policy's sandbox and limits, and the component instantiated in it."""
@@ -74,13 +80,15 @@ class _Stderr:
 class WasmInstance:
     """A component instance in its own Store; the object the host keeps per key."""
 
-    __slots__ = ("_blueprint", "_funcs", "_instance", "_stderr", "_store")
+    __slots__ = ("_blueprint", "_funcs", "_instance", "_policy", "_running", "_stderr", "_store")
 
     def __init__(self, blueprint: Blueprint) -> None:
         # Nothing is built here: the host makes instances on its event loop, and instantiating
         # a large component takes a millisecond or more, so that happens in the first call,
         # which runs on a worker thread.
         self._blueprint = blueprint
+        self._policy = blueprint.grants.current
+        self._running = calls.Running(component=blueprint.name, policy=self._policy)
         self._stderr = _Stderr(blueprint.name)
         self._store: wasmtime.Store | None = None
         self._instance: wc.Instance | None = None
@@ -89,14 +97,18 @@ class WasmInstance:
     def start(self) -> tuple[wasmtime.Store, wc.Instance]:
         """The Store and instance, made on first use; a trap while starting raises `InstanceLost`."""
         if self._store is None or self._instance is None:
-            store = _store(self._blueprint, self._stderr)
+            store = _store(self._blueprint, self._policy, self._stderr)
             self._arm(store)
             engines.ticker.enter()
+            running = calls.current.set(self._running)
             try:
+                if self._blueprint.http:
+                    self._running.gate = http.attach(store, self._blueprint.engine)
                 self._instance = self._blueprint.linker.instantiate(store, self._blueprint.component)
             except wasmtime.WasmtimeError as exc:
                 raise InstanceLost(self._lost_message(exc, starting=True)) from None
             finally:
+                calls.current.reset(running)
                 engines.ticker.leave()
             self._store = store
         return self._store, self._instance
@@ -111,22 +123,24 @@ class WasmInstance:
             self._funcs[export] = func
         self._arm(store)
         engines.ticker.enter()
+        running = calls.current.set(self._running)
         try:
             return func(store, *args)
         except wasmtime.WasmtimeError as exc:
             log.warning("wasm component %r trapped in %s: %s", self._blueprint.name, export, exc)
             raise InstanceLost(self._lost_message(exc, starting=False)) from None
         finally:
+            calls.current.reset(running)
             engines.ticker.leave()
 
     def _arm(self, store: wasmtime.Store) -> None:
-        limits = self._blueprint.policy.limits
+        limits = self._policy.limits
         store.set_epoch_deadline(engines.deadline_ticks(limits.deadline_seconds))
         if limits.fuel is not None:
             store.set_fuel(limits.fuel)
 
     def _lost_message(self, exc: wasmtime.WasmtimeError, *, starting: bool) -> str:
-        what = traps.cause(exc, self._blueprint.policy.limits, self._stderr.last_words())
+        what = traps.cause(exc, self._policy.limits, self._stderr.last_words())
         name = self._blueprint.name
         if starting:
             return f"wasm component {name!r} could not start: it {what}"
@@ -138,14 +152,14 @@ class WasmInstance:
         return f"wasm component {name!r} {what}."
 
 
-def _store(blueprint: Blueprint, stderr: _Stderr) -> wasmtime.Store:
+def _store(blueprint: Blueprint, policy: Policy, stderr: _Stderr) -> wasmtime.Store:
     """A Store that denies everything the policy does not grant."""
-    policy = blueprint.policy
     store = wasmtime.Store(blueprint.engine)
     limits = policy.limits
     store.set_limits(
         memory_size=limits.bytes_per_memory,
-        memories=limits.memories,
+        # The gate helper's memory (1 MiB at most) is the host's, not the component's.
+        memories=limits.memories + (1 if blueprint.http else 0),
         table_elements=limits.table_elements,
         tables=MAX_TABLES,
     )

@@ -29,9 +29,10 @@ from statefulmcp.components import (
     ToolSpec,
     snake_case,
 )
-from statefulmcp.wasm import cache, values
+from statefulmcp.wasm import cache, config, http, values
 from statefulmcp.wasm import engine as engines
 from statefulmcp.wasm.docs import package_docs
+from statefulmcp.wasm.grants import Grants
 from statefulmcp.wasm.instance import Blueprint, WasmInstance
 from statefulmcp.wasm.policy import Policy, load_policy
 
@@ -247,10 +248,22 @@ def load_wasm(
     if handles and not key:
         key = "session"
     _check_options(path, name, stateful, key, tools)
+    imports = list(component.type.imports(eng))
     linker = wc.Linker(eng)
     linker.add_wasip2()
+    uses_http = http.imports_http(imports)
+    if uses_http:
+        http.link(linker, eng, path)
+    config.link(linker, imports)
+    grants = Grants(policy)
     blueprint = Blueprint(
-        name=name, component=component, linker=linker, engine=eng, policy=policy, stateful=stateful
+        name=name,
+        component=component,
+        linker=linker,
+        engine=eng,
+        grants=grants,
+        stateful=stateful,
+        http=uses_http,
     )
     _try_instantiate(path, blueprint)
     return ComponentSpec(
@@ -262,7 +275,8 @@ def load_wasm(
         key=key,
         handles=handles,
         durability="memory",
-        details={"kind": "wasm", **policy.describe()},
+        details={"kind": "wasm"},
+        permissions=grants,
         sandboxed=True,
         max_instances=policy.limits.instances if key else None,
         idle_seconds=opts.idle_seconds,
@@ -292,6 +306,6 @@ def _try_instantiate(path: Path, blueprint: Blueprint) -> None:
         blueprint.new_instance().start()
     except InstanceLost as exc:
         raise ComponentError(
-            f"{path}: {exc}. A component may import WASI 0.2 interfaces only (no wasi:http, no custom "
-            "imports) and must start within its limits"
+            f"{path}: {exc}. A component may import WASI 0.2 interfaces, wasi:http and wasi:config/store "
+            "only (no custom imports) and must start within its limits"
         ) from None

@@ -23,7 +23,19 @@ what it may do (`notes.yaml` works too, with the same keys):
     guest = "/data"
     mode = "read-only"         # or "read-write"; never implied
 
-Without a policy file the component gets no directories, no environment and the default limits.
+    [network]                  # wasi:http outgoing requests (see network.py)
+    allow = ["api.example.com", "*.example.org:8443"]
+    timeout_seconds = 30       # per request, connect to last byte
+    max_request_bytes = 1_048_576
+    max_response_bytes = 16_777_216
+
+    [config]                   # wasi:config/store values (see config.py)
+    region = "eu-west-1"
+    [config.env]
+    api_key = "WEATHER_API_KEY"
+
+Without a policy file the component gets no directories, no environment, no network, no config
+and the default limits.
 """
 
 from __future__ import annotations
@@ -37,6 +49,9 @@ from typing import Any
 import yaml
 
 from statefulmcp.components import ComponentError, LoadOptions
+from statefulmcp.wasm import config, network
+from statefulmcp.wasm.config import ConfigPolicy
+from statefulmcp.wasm.network import HostGrant, NetworkPolicy
 
 DEFAULT_DEADLINE_SECONDS = 10.0
 DEFAULT_MEMORY_MIB = 64
@@ -47,7 +62,8 @@ MAX_TABLES = 16
 """Tables per instance (componentize-py builds have 2); with `table_elements` they bound the
 memory tables take: 16 x 50,000 entries x 8 bytes = 6.4 MB by default."""
 
-_TOP_KEYS = {"name", "stateful", "key", "handles", "limits", "env", "dir"}
+_TOP_KEYS = {"name", "stateful", "key", "handles", "limits", "env", "dir", "network", "config"}
+_NETWORK_KEYS = {"allow", "timeout_seconds", "max_request_bytes", "max_response_bytes"}
 _LIMIT_KEYS = {"deadline_seconds", "fuel", "memory_mib", "memories", "table_elements", "instances"}
 _DIR_KEYS = {"host", "guest", "mode"}
 _MODES = {"read-only": False, "read-write": True}
@@ -90,6 +106,8 @@ class Policy:
 
     dirs: tuple[DirGrant, ...] = ()
     env: tuple[str, ...] = ()
+    network: NetworkPolicy = field(default_factory=NetworkPolicy)
+    config: ConfigPolicy = field(default_factory=ConfigPolicy)
     limits: Limits = field(default_factory=Limits)
     options: LoadOptions = field(default_factory=LoadOptions)
     source: Path | None = None
@@ -103,7 +121,8 @@ class Policy:
                 for d in self.dirs
             ],
             "env": list(self.env),
-            "network": "denied",
+            "network": self.network.describe(),
+            "config": self.config.describe(),
             "limits": {
                 "deadline_seconds": self.limits.deadline_seconds,
                 "fuel": self.limits.fuel,
@@ -205,6 +224,8 @@ def _parse(path: Path, data: dict[str, Any]) -> Policy:
             _dir(path, i, table) for i, table in enumerate(top.get("dir", list, "an array of tables") or [])
         ),
         env=tuple(env),
+        network=_network(path, top.get("network", dict, "a table") or {}),
+        config=config.parse(path, top.get("config", dict, "a table") or {}),
         limits=Limits(
             deadline_seconds=float(deadline) if deadline is not None else DEFAULT_DEADLINE_SECONDS,
             fuel=fuel,
@@ -240,3 +261,30 @@ def _dir(path: Path, index: int, table: Any) -> DirGrant:
     if not resolved.is_dir():
         reader.fail("host", f"{resolved} is not a directory")
     return DirGrant(host=resolved, guest=guest, writable=_MODES[mode])
+
+
+def _network(path: Path, table: dict[str, Any]) -> NetworkPolicy:
+    reader = _Reader(path, table, "network.", _NETWORK_KEYS)
+    patterns = reader.get("allow", list, "a list of host patterns") or []
+    allow = []
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            reader.fail("allow", f"must list host patterns as strings, not {pattern!r}")
+        try:
+            allow.append(HostGrant.parse(pattern))
+        except ValueError as exc:
+            reader.fail("allow", str(exc))
+    timeout = reader.get("timeout_seconds", (int, float), "a number of seconds")
+    sizes = {
+        key: reader.get(key, int, "a whole number of bytes")
+        for key in ("max_request_bytes", "max_response_bytes")
+    }
+    for key, value in (("timeout_seconds", timeout), *sizes.items()):
+        if value is not None and value <= 0:
+            reader.fail(key, "must be positive")
+    return NetworkPolicy(
+        allow=tuple(allow),
+        timeout_seconds=float(timeout) if timeout is not None else network.DEFAULT_TIMEOUT_SECONDS,
+        max_request_bytes=sizes["max_request_bytes"] or network.DEFAULT_MAX_REQUEST_BYTES,
+        max_response_bytes=sizes["max_response_bytes"] or network.DEFAULT_MAX_RESPONSE_BYTES,
+    )
