@@ -11,7 +11,7 @@ from pathlib import Path
 import uvloop
 
 from statefulmcp.cluster import DEFAULT_LEASE_SECONDS
-from statefulmcp.host import DEFAULT_IDLE_SECONDS, DEFAULT_MAX_INSTANCES
+from statefulmcp.host import DEFAULT_IDLE_SECONDS, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_WAITERS
 from statefulmcp.transport.http import HttpLimits
 from statefulmcp.transport.lifespan import ServeOptions, finish, serve
 
@@ -97,6 +97,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="live stateful instances kept at most, all components together; past it the least recently "
         "used idle one is passivated (default 100000; 0: no bound)",
+    )
+    serve.add_argument(
+        "--max-waiters",
+        type=_off_or_positive(int),
+        default=DEFAULT_MAX_WAITERS,
+        metavar="N",
+        help="calls parked in wait_until (long-polls) on one instance, at most; past it a new one is refused "
+        "with an error (default 10000; 0: no bound)",
     )
     replicas = serve.add_argument_group("replicas (with --state postgresql://...); see docs/scaling.md")
     replicas.add_argument(
@@ -276,6 +284,7 @@ def main(argv: list[str] | None = None) -> None:
         audit_commits=args.audit_commits,
         idle_seconds=args.idle_seconds or None,
         max_instances=int(args.max_instances) or None,
+        max_waiters=int(args.max_waiters) or None,
     )
     # uvloop makes the transport loop (HTTP parsing, SSE framing) markedly cheaper per call.
     finish(uvloop.run(serve(options)))

@@ -65,6 +65,9 @@ DEFAULT_IDLE_SECONDS = 600.0
 DEFAULT_MAX_INSTANCES = 100_000
 """Live stateful instances kept at most, all components together."""
 
+DEFAULT_MAX_WAITERS = 10_000
+"""Calls parked in `wait_until` on one instance, at most."""
+
 _MAX_SWEEP = 5.0
 """The longest pause between two idle sweeps (seconds)."""
 
@@ -140,7 +143,8 @@ class Host:
     `idle_seconds` passivates an instance of a durable component after that long without a call
     (`on_deactivate`, commit, memory freed; the next call activates it again from the store);
     `max_instances` bounds the live stateful instances of all components together, passivating
-    the least recently used idle one past it. None turns either off.
+    the least recently used idle one past it; `max_waiters` bounds the calls parked in
+    `wait_until` on one instance. None turns any of them off.
     """
 
     def __init__(
@@ -157,6 +161,7 @@ class Host:
         audit_commits: bool = False,
         idle_seconds: float | None = DEFAULT_IDLE_SECONDS,
         max_instances: int | None = DEFAULT_MAX_INSTANCES,
+        max_waiters: int | None = DEFAULT_MAX_WAITERS,
     ) -> None:
         self.engine = Engine(workers=workers, stall_seconds=stall_seconds)
         self._state = state
@@ -168,6 +173,7 @@ class Host:
         self._lease = lease_seconds
         self._adopting: asyncio.Task[None] | None = None
         self._sweeping: asyncio.Task[None] | None = None
+        self.max_waiters = max_waiters
         self.residency = Residency(
             lambda: self._components.values(), max_instances=max_instances, idle_seconds=idle_seconds
         )
@@ -491,6 +497,7 @@ class Host:
             bind=self._binder(spec),
             cluster=self.cluster,
             residency=self.residency,
+            max_waiters=self.max_waiters,
         )
 
     def _entries(self, live: LiveComponent) -> dict[str, Entry]:

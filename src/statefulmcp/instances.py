@@ -384,6 +384,12 @@ class Instance:
             return
         if self.holder is not asyncio.current_task():
             raise RuntimeError("wait_until can only be awaited inside a tool call or tick of this instance")
+        limit = self.owner.max_waiters
+        if limit is not None and len(self.waiters) >= limit:
+            raise ToolCallError(
+                f"{self.label} already has {limit} calls waiting (--max-waiters / Host(max_waiters=...)); "
+                "retry later, or raise the bound"
+            )
         await self.commit()
         waiter = _Waiter(predicate, asyncio.get_running_loop().create_future())
         self.waiters.append(waiter)

@@ -98,6 +98,7 @@ class LiveComponent:
         bind: Callable[[Any], None] | None = None,
         cluster: Cluster | None = None,
         residency: Residency | None = None,
+        max_waiters: int | None = None,
     ) -> None:
         self.spec = spec
         self.name = spec.name
@@ -110,6 +111,8 @@ class LiveComponent:
         self.bind = bind
         self.slots = SyncSlots(sync_limit)
         self.residency = residency or Residency(list, max_instances=None, idle_seconds=None)
+        self.max_waiters = max_waiters
+        """Calls parked in `wait_until` per instance, at most (None: no bound)."""
         self.instances: dict[str | None, Instance] = {}
         """Live instances, least recently called first."""
         self.evicted: dict[str | None, str] = {}

@@ -40,6 +40,9 @@ NOT_OWNER = "statefulmcp/not-owner"
 
 DEFAULT_LEASE_SECONDS = 2.0
 
+OWNER_CACHE = 100_000
+"""Owners of other replicas' keys remembered at most (each saves one claim per forwarded call)."""
+
 
 class Elsewhere(Exception):
     """The instance a call needs is owned by another live replica."""
@@ -109,6 +112,8 @@ class Cluster:
                 raise self.refuse_unleased(label)
             return result.epoch, generation
         if isinstance(result, Owner):
+            if len(self.elsewhere) >= OWNER_CACHE:  # the oldest goes: a miss only costs a claim
+                del self.elsewhere[next(iter(self.elsewhere))]
             self.elsewhere[(component, key)] = result
             raise Elsewhere(component, key, result)
         raise self.refuse_unleased(label)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from statefulmcp._errors import ActivationError, ComponentError, StoreError
 from statefulmcp.cluster import DEFAULT_LEASE_SECONDS
-from statefulmcp.host import DEFAULT_IDLE_SECONDS, DEFAULT_MAX_INSTANCES, Host
+from statefulmcp.host import DEFAULT_IDLE_SECONDS, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_WAITERS, Host
 from statefulmcp.state import Sync, is_postgres, store_path
 from statefulmcp.transport.auth import ADMIN_SCOPE, AuthConfigError, build_access
 from statefulmcp.transport.http import (
@@ -81,6 +81,7 @@ class ServeOptions:
     audit_commits: bool = False
     idle_seconds: float | None = DEFAULT_IDLE_SECONDS
     max_instances: int | None = DEFAULT_MAX_INSTANCES
+    max_waiters: int | None = DEFAULT_MAX_WAITERS
 
 
 class _CannotStart(Exception):
@@ -99,6 +100,7 @@ async def serve(options: ServeOptions) -> int:
             audit_commits=options.audit_commits,
             idle_seconds=options.idle_seconds,
             max_instances=options.max_instances,
+            max_waiters=options.max_waiters,
         )
         host.start()
     except StoreError as exc:
