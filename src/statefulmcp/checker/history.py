@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 Kind = Literal["incr", "count", "put", "read"]
 
+UPDATES: frozenset[Kind] = frozenset({"incr", "put"})
+
 EXPECTED_ERRORS = ("retry", "may or may not")
 """Words of the errors a caller must expect during a fault (see docs/scaling.md); an error that has
 none of them is reported as unexpected."""
@@ -67,8 +69,12 @@ class History:
         call.transport = transport
 
     def first_ack(self, keys: set[str], since: float) -> Call | None:
-        """The earliest acknowledgement of a call on one of `keys` sent at or after `since`."""
-        found = [c for c in self.calls if c.acknowledged and c.key in keys and c.sent >= since]
+        """The earliest acknowledged update of one of `keys` sent at or after `since`."""
+        found = [
+            c
+            for c in self.calls
+            if c.acknowledged and c.kind in UPDATES and c.key in keys and c.sent >= since
+        ]
         return min(found, key=lambda c: c.done or 0.0, default=None)
 
     def unexpected(self) -> list[Call]:

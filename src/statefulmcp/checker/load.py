@@ -1,6 +1,8 @@
 """The clients: concurrent callers that spread calls over every replica and record each one.
 
-Each call is one MCP exchange with the official client (`ClientSession` over streamable HTTP,
+Each client sends its calls to one replica and moves to the next after a failure (as a client
+given a list of replicas does), so calls are spread over all of them, and those that land on a
+replica that does not own the key are forwarded. Each call is one MCP exchange with the official client (`ClientSession` over streamable HTTP,
 sessionless), opened for that call alone. A client that kept a session per replica would have
 to survive that replica's death, and the SDK's transport ends its task group (cancelling the
 caller) when its server vanishes; a call in a task of its own, awaited with a bound, turns every
@@ -106,6 +108,7 @@ class Load:
         call_timeout: float,
         max_calls: int,
         max_seconds: float,
+        slow: float = 0.5,
     ) -> None:
         self.target = target
         self.urls = urls
@@ -119,8 +122,11 @@ class Load:
         self.deadline = time.monotonic() + max_seconds
         self.phase = 0
         self.hot: list[str] = []
+        self.slow = slow
         self._stop = asyncio.Event()
         self._writes = 0
+        self._pending: dict[str, dict[int, float]] = {}
+        self._answered: dict[str, float] = {}
         self._http = httpx2.AsyncClient(timeout=httpx2.Timeout(call_timeout))
 
     async def close(self) -> None:
@@ -141,7 +147,14 @@ class Load:
         """Make one call and record it."""
         name, arguments = self.target.arguments(kind, key, arg)
         record = self.history.send(kind, key, arg, url)
-        answer = await call_tool(self._http, url, name, arguments, self.call_timeout)
+        pending = self._pending.setdefault(url, {})
+        pending[record.index] = record.sent
+        try:
+            answer = await call_tool(self._http, url, name, arguments, self.call_timeout)
+        finally:
+            del pending[record.index]
+        if not answer.transport:
+            self._answered[url] = time.monotonic()
         if answer.ok:
             self.history.ack(record, answer.value)
         else:
@@ -166,17 +179,38 @@ class Load:
     async def run(self) -> None:
         await asyncio.gather(*(self._client(n) for n in range(self.clients)))
 
+    def healthy(self) -> list[str]:
+        """The replicas that answer: not one whose oldest pending call has waited `slow` seconds
+        with no answer from it since (stopped, or unreachable). All of them if none answers.
+
+        A load balancer ejects such a replica the same way; clients that kept sending to a
+        stopped replica would all be stuck there within a second, and the run would measure
+        its own clients instead of the cluster.
+        """
+        now = time.monotonic()
+
+        def answers(url: str) -> bool:
+            pending = self._pending.get(url)
+            if not pending:
+                return True
+            oldest = min(pending.values())
+            return now - oldest < self.slow or self._answered.get(url, 0.0) > oldest
+
+        urls = self.urls()
+        return [u for u in urls if answers(u)] or urls
+
     async def _client(self, n: int) -> None:
-        turn = n
+        """Calls to one replica (its `home`), moving to the next one after a failure."""
+        home = n
         while self.running:
-            urls = self.urls()
+            urls = self.healthy()
             if not self.hot or not urls:
                 await _wait(self._stop, 0.05)
                 continue
             kind, key, arg = self._pick(n)
-            record = await self.call(kind, key, arg, urls[turn % len(urls)])
-            turn += 1
+            record = await self.call(kind, key, arg, urls[home % len(urls)])
             if not record.acknowledged:
+                home += 1
                 await _wait(self._stop, 0.01)  # a refused call comes back at once; do not spin
 
     def _pick(self, n: int) -> tuple[Kind, str, int | str | None]:

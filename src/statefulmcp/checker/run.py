@@ -39,7 +39,7 @@ class Settings:
     registers: int = 4
     seed: int | None = None
     call_timeout: float | None = None
-    """Per call; default max(3 s, 3 leases). A call to a stopped replica waits this long."""
+    """Per call; default max(5 s, 5 leases). A call to a stopped replica waits this long."""
     max_calls: int = 100_000
     max_seconds: float = 600.0
     serve_args: tuple[str, ...] = ()
@@ -95,7 +95,7 @@ async def check(
     proxy = Proxy(upstream_of(db.url)) if settings.fault == "cut" else None
     history = History()
     rig = Rig(target, db, settings.lease, directory, history, settings.serve_args, server, proxy)
-    timeout = settings.call_timeout or max(3.0, 3 * settings.lease)
+    timeout = settings.call_timeout or max(5.0, 5 * settings.lease)
     notes: list[str] = []
     try:
         await rig.start_replica(via_proxy=proxy is not None)  # the first creates the tables
@@ -111,6 +111,7 @@ async def check(
             call_timeout=timeout,
             max_calls=settings.max_calls,
             max_seconds=settings.max_seconds,
+            slow=max(0.5, settings.lease / 2),
         )
         await load.new_phase()
         clients = asyncio.create_task(load.run())

@@ -30,7 +30,10 @@ Counters (`by` summed over the calls; the final value from the database or the c
   was lost, and none applied more often than it was sent;
 - each acknowledged value includes every increment acknowledged before its call was sent, and
   no increment sent after it was answered (so a zombie answering from memory is caught); a count
-  read likewise.
+  read likewise;
+- a counter never goes back: no acknowledged call answers less (its own increment left out) than
+  a call answered before it was sent. An increment in doubt may or may not have taken effect,
+  but once an answer has shown it, it has, and must stay.
 
 Registers (values are unique per write):
 
@@ -50,7 +53,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from statefulmcp.checker.history import Call, is_expected
+from statefulmcp.checker.history import UPDATES, Call, is_expected
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,9 @@ class FaultEvent:
 
 @dataclass(frozen=True)
 class Recovery:
-    """From a fault to the first acknowledgement of a call on one of its keys sent after it."""
+    """From a fault to the first acknowledged update (an increment or a write) of one of its keys
+    sent after it: a read may still be answered by a cut-off owner while it trusts its lease, an
+    update only by an owner that can commit."""
 
     fault: FaultEvent
     seconds: float | None
@@ -151,7 +156,9 @@ def judge(
     done = [c for c in calls if c.acknowledged]
     for fault in faults:
         first = [
-            c.done for c in done if c.key in fault.keys and c.sent >= fault.instant and c.done is not None
+            c.done
+            for c in done
+            if c.kind in UPDATES and c.key in fault.keys and c.sent >= fault.instant and c.done is not None
         ]
         verdict.recoveries.append(Recovery(fault, min(first) - fault.instant if first else None))
     return verdict
@@ -213,6 +220,22 @@ class _Sums:
         return self.prefix[bisect.bisect_left(self.times, t)]
 
 
+class _Highest:
+    """The highest value answered before a time, and by which call, in O(log n)."""
+
+    def __init__(self, points: Iterable[tuple[float | None, int, int]]) -> None:
+        ordered = sorted((t, v, i) for t, v, i in points if t is not None)
+        self.times = [t for t, _, _ in ordered]
+        self.top: list[tuple[int, int]] = []
+        for _, value, index in ordered:
+            self.top.append(max(self.top[-1], (value, index)) if self.top else (value, index))
+
+    def before(self, t: float) -> tuple[int, int]:
+        """(value, call index) of the highest answer strictly before `t`; (0, -1) if none."""
+        n = bisect.bisect_left(self.times, t)
+        return self.top[n - 1] if n else (0, -1)
+
+
 def _counter(key: str, calls: list[Call], final: Any) -> list[str]:
     out: list[str] = []
     incrs = [c for c in calls if c.kind == "incr"]
@@ -245,6 +268,9 @@ def _counter(key: str, calls: list[Call], final: Any) -> list[str]:
         )
     sent = _Sums((c.sent, _by(c)) for c in incrs)
     done = _Sums((c.done, _by(c)) for c in acked if c.done is not None)
+    seen_by = _Highest(
+        (c.done, c.value, c.index) for c in calls if c.acknowledged and isinstance(c.value, int)
+    )
     for call in calls:
         if not call.acknowledged or call.done is None:
             continue
@@ -258,6 +284,13 @@ def _counter(key: str, calls: list[Call], final: Any) -> list[str]:
             out.append(
                 f"{key}: call {call.index} ({call.kind} on {call.replica}) answered {call.value}, but "
                 f"{floor - own} increments were acknowledged before it was sent: a stale answer"
+            )
+        highest_before, shown_by = seen_by.before(call.sent)
+        if call.value - own < highest_before:
+            out.append(
+                f"{key}: call {call.index} ({call.kind} on {call.replica}) answered {call.value}, but call "
+                f"{shown_by} was answered {highest_before} before it was sent: the counter went back (an "
+                "answer from memory the database never held, or a lost update)"
             )
         if call.value > ceiling:
             out.append(

@@ -16,36 +16,33 @@ from statefulmcp import Stateful, component, tool
 
 @component(stateful=True, key="key")
 class Workload(Stateful):
-    """One counter and one register per key."""
+    """One counter and one register per key.
 
-    def __init__(self) -> None:
-        self.n = 0
-        self.value = ""
-
-    async def on_activate(self) -> None:
-        self.n = int(self.state.get("n", 0))
-        self.value = str(self.state.get("value", ""))
+    Every value is read from `self.state`, never kept in an attribute: a turn whose commit fails
+    has its `self.state` writes rolled back, but not attributes, so a copy in an attribute would
+    run ahead of the database and answer reads with increments that were never written (the
+    checker catches that: the counter would go back once the key moves).
+    """
 
     @tool
     async def incr(self, key: str, by: int = 1) -> int:
         """Add `by` to the counter `key` and return the new count."""
-        self.n += by
-        self.state["n"] = self.n
-        return self.n
+        n = int(self.state.get("n", 0)) + by
+        self.state["n"] = n
+        return n
 
     @tool
     async def count(self, key: str) -> int:
         """The counter `key` (0 if it was never incremented)."""
-        return self.n
+        return int(self.state.get("n", 0))
 
     @tool
     async def put(self, key: str, value: str) -> str:
         """Set the register `key` to `value`; returns `value`."""
-        self.value = value
         self.state["value"] = value
         return value
 
     @tool
     async def read(self, key: str) -> str:
         """The register `key` ("" if it was never written)."""
-        return self.value
+        return str(self.state.get("value", ""))
