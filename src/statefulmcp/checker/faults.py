@@ -71,7 +71,7 @@ async def stop(rig: Rig, rng: random.Random) -> None:
     event = _note(rig, "stop", victim.name, keys)
     try:
         await until(
-            lambda: rig.claimed_elsewhere(keys, victim, event.instant),
+            lambda: rig.claimed_elsewhere(keys, victim),
             rig.patience,
             "a stopped owner's key moving",
         )
@@ -98,7 +98,7 @@ async def cut(rig: Rig, rng: random.Random) -> None:
     event = _note(rig, "cut", victim.name, keys)
     try:
         await until(
-            lambda: rig.claimed_elsewhere(keys, victim, event.instant),
+            lambda: rig.claimed_elsewhere(keys, victim),
             rig.patience,
             "a cut-off owner's key moving",
         )

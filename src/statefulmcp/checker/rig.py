@@ -118,7 +118,7 @@ class Rig:
         )
         return {k for (k,) in rows}
 
-    async def claimed_elsewhere(self, keys: set[str], replica: Replica, since: float) -> bool:
+    async def claimed_elsewhere(self, keys: set[str], replica: Replica) -> bool:
         """Whether another replica owns one of `keys` now (it was claimed away from `replica`)."""
         rows = await asyncio.to_thread(
             self.db.rows,

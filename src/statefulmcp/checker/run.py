@@ -9,7 +9,7 @@ import logging
 import random
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +58,11 @@ class Report:
     database: str
     kept: bool
     seconds: float
-    notes: list[str] = field(default_factory=list)
 
     def text(self) -> str:
         lines = [
             f"fault {self.fault}, seed {self.seed}, {self.seconds:.1f} s: {self.verdict.summary()}",
             *(f"  VIOLATION {v}" for v in self.verdict.violations[:50]),
-            *(f"  note: {n}" for n in self.notes),
         ]
         if len(self.verdict.violations) > 50:
             lines.append(f"  ... and {len(self.verdict.violations) - 50} more")
@@ -96,7 +94,6 @@ async def check(
     history = History()
     rig = Rig(target, db, settings.lease, directory, history, settings.serve_args, server, proxy)
     timeout = settings.call_timeout or max(5.0, 5 * settings.lease)
-    notes: list[str] = []
     try:
         await rig.start_replica(via_proxy=proxy is not None)  # the first creates the tables
         await asyncio.gather(*(rig.start_replica() for _ in range(settings.replicas - 1)))
@@ -143,7 +140,7 @@ async def check(
     if not kept:
         with contextlib.suppress(Exception):
             await asyncio.to_thread(db.drop)
-    return Report(settings.fault, seed, verdict, directory, db.name, kept, time.monotonic() - started, notes)
+    return Report(settings.fault, seed, verdict, directory, db.name, kept, time.monotonic() - started)
 
 
 async def _final_reads(rig: Rig, load: Load) -> None:
