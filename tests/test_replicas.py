@@ -337,3 +337,34 @@ async def test_long_polls_and_their_cancellation_pass_through_the_forward(
     finally:
         a.stop()
         b.stop()
+
+
+async def test_keys_of_an_owner_cut_off_from_postgresql_move_to_a_replica_that_forwards_to_it(
+    database: str, tmp_path: Path
+) -> None:
+    """The cut-off owner still answers, but only "retry": a replica that forwarded to it must
+    take its keys over once its lease expires, not forward to it for as long as the cut lasts."""
+    from statefulmcp.checker.database import upstream_of, url_with
+    from statefulmcp.checker.proxy import Proxy
+
+    proxy = Proxy(upstream_of(database))
+    a = replica(url_with(database, host="127.0.0.1", port=proxy.port), tmp_path / "a")
+    b = replica(database, tmp_path / "b")
+    try:
+        assert await incr(a.url, "k") == 1
+        assert await incr(b.url, "k") == 2  # B forwards to A, and remembers that A owns k
+        proxy.cut()
+
+        async def through_b() -> tuple[int, int]:
+            return await incr_until_acknowledged(b.url, "k")
+
+        acknowledged, _ = await asyncio.wait_for(through_b(), 15)
+        assert acknowledged == 3
+        assert (
+            owner_of(database, "k")
+            == rows(database, "SELECT id FROM statefulmcp_replicas WHERE url = %s", b.url)[0][0]
+        )
+    finally:
+        proxy.close()
+        a.stop()
+        b.stop()

@@ -882,9 +882,15 @@ class Host:
                     return _not_owner(str(where))
                 return await self._forward(where, name, arguments or {}, token=token)
         except (ToolCallError, ToolResultError, HostStateError) as exc:
-            if forwarded is not None and self._life is not _Life.OPEN:
-                return _not_owner(str(exc))  # draining: the forwarding replica waits for the hand-off
+            if forwarded is not None and (self._life is not _Life.OPEN or self._unleased()):
+                # Draining: the forwarding replica waits for the hand-off. Unleased (cut off from
+                # the database): it must forget this owner and claim the key once the lease
+                # expires, or it would forward here, and fail, for as long as the cut lasts.
+                return _not_owner(str(exc))
             return tool_result_text(str(exc), error=True)
+
+    def _unleased(self) -> bool:
+        return self.cluster is not None and not self.cluster.membership.valid()
 
     async def _forward(
         self, where: Elsewhere, name: str, arguments: dict[str, Any], *, token: str | None
