@@ -217,3 +217,19 @@ async def test_an_idle_handle_expires_with_its_state_and_gets_the_closed_handle_
         ):
             await host.call("scratch_put", {"session": handle, "text": "y"})
         assert live(host, "scratch") == 0
+
+
+async def test_past_max_waiters_a_long_poll_is_refused_clearly_and_the_others_are_served(
+    tmp_path: Path,
+) -> None:
+    async with Host(state=tmp_path / "state.db", max_waiters=2) as host:
+        await host.load(Account)
+        waits = [
+            asyncio.ensure_future(host.call("account_wait_for", {"account": "a", "balance": 1}))
+            for _ in range(2)
+        ]
+        await until(lambda: host.list()[0].details["waiters"] == 2, "both waiters are parked")
+        with pytest.raises(ToolCallError, match=r"already has 2 calls waiting .*--max-waiters"):
+            await host.call("account_wait_for", {"account": "a", "balance": 1})
+        assert await host.call("account_add", {"account": "a", "amount": 1}) == 1
+        assert [await w for w in waits] == [1, 1]

@@ -368,3 +368,31 @@ async def test_keys_of_an_owner_cut_off_from_postgresql_move_to_a_replica_that_f
         proxy.close()
         a.stop()
         b.stop()
+
+
+async def test_forwarded_calls_authenticate_with_the_callers_token(database: str, tmp_path: Path) -> None:
+    caller, other = "caller-token-" + "c" * 20, "other-token-" + "o" * 20
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{caller}\n")
+    a = replica(database, tmp_path / "a", "--auth-token-file", str(tokens))
+    b = replica(database, tmp_path / "b", "--auth-token-file", str(tokens))
+    try:
+        async with http_session(a.url, token=caller) as sa, http_session(b.url, token=caller) as sb:
+            assert value(await sa.call_tool("counters_incr", {"key": "k"})) == 1
+            assert value(await sb.call_tool("counters_incr", {"key": "k"})) == 2  # forwarded, token and all
+        # The owner checks the forwarded token itself: B's own acceptance is not enough.
+        tokens.write_text(f"{caller}\n")
+        b_only = tmp_path / "b-only"
+        b_only.write_text(f"{other}\n")
+        c = replica(database, tmp_path / "c", "--auth-token-file", str(b_only))
+        try:
+            async with http_session(c.url, token=other) as sc:
+                refused = await sc.call_tool("counters_incr", {"key": "k"})
+            assert refused.is_error, refused
+            async with http_session(a.url, token=caller) as sa:
+                assert value(await sa.call_tool("counters_get", {"key": "k"})) == 2  # nothing landed
+        finally:
+            c.stop()
+    finally:
+        a.stop()
+        b.stop()
