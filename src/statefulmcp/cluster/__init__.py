@@ -145,6 +145,12 @@ class Cluster:
             result = await self._while_alive(call, where.owner)
         except CallNotSent as exc:
             self.forget(where.component, where.key)
+            if exc.refused is not None:  # routing again would only be refused again
+                raise ToolCallError(
+                    f"the replica that owns {where.component}[{where.key!r}] ({url}) refused the caller's "
+                    f"token ({exc.refused}); every replica must accept the same tokens (the same "
+                    "--auth-token-file, or the same verifier)"
+                ) from None
             return None, f"its owner at {url} cannot be reached ({exc})"
         except (CallFailed, TimeoutError, _OwnerLost) as exc:
             self.forget(where.component, where.key)
