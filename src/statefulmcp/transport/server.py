@@ -139,11 +139,6 @@ class McpFrontend:
             connection = _connection(ctx)
             if connection is not None:
                 self._connections.add(connection)
-                if connection.session_id is not None and not connection.state.get(_ENDING):
-                    # The SDK unwinds this stack however the session ends: its client's DELETE,
-                    # eviction by `sessions.SessionAdmission`, the idle timeout, or shutdown.
-                    connection.state[_ENDING] = True
-                    connection.exit_stack.push_async_callback(self.host.session_ended, connection.session_id)
         return await call_next(ctx)
 
     async def _tools_changed(self) -> None:
@@ -175,13 +170,26 @@ class McpFrontend:
                 "the scope to call tools",
                 error=True,
             )
-        connection = _connection(ctx)
-        session = (connection.session_id if connection is not None else None) or self.default_session
+        session = self._session_of(ctx)
         if self.host.cluster is not None:
             return await self._call_replicated(ctx, name, arguments, session)
         if _wants_progress(ctx):
             return await self._heartbeat(ctx, name, self.host.call_result(name, arguments, session=session))
         return await self.host.call_result(name, arguments, session=session)
+
+    def _session_of(self, ctx: ServerRequestContext[Any]) -> str | None:
+        """The MCP session of a call: its connection's, if it has one (hearing once when it ends),
+        else the default (stdio's one client); None for a sessionless client."""
+        connection = _connection(ctx)
+        if connection is None or connection.session_id is None:
+            return self.default_session
+        if _ENDING not in connection.state:
+            # The SDK unwinds this stack however the session ends: its client's DELETE, eviction
+            # by `sessions.SessionAdmission`, the idle timeout, or shutdown. Registered at the
+            # session's first call, not at `notifications/initialized`, which a client may skip.
+            connection.state[_ENDING] = True
+            connection.exit_stack.push_async_callback(self.host.session_ended, connection.session_id)
+        return connection.session_id
 
     async def _call_replicated(
         self, ctx: ServerRequestContext[Any], name: str, arguments: dict[str, Any], session: str | None
