@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any, cast
 
 import anyio
+import httpx2 as httpx
 import psycopg
 import pytest
-from conftest import ServerProcess, error, http_session, start_server, value
+from conftest import INITIALIZE, POST_HEADERS, ServerProcess, error, http_session, start_server, value
 from mcp_types import RequestParamsMeta
 
 from statefulmcp import StoreError
 from statefulmcp._errors import StaleInstanceError
+from statefulmcp.per_session import SESSION_ARGUMENT, session_key
 from statefulmcp.state import Change
 from statefulmcp.state.postgres import PostgresStore
 
@@ -392,6 +394,38 @@ async def test_forwarded_calls_authenticate_with_the_callers_token(database: str
                 assert value(await sa.call_tool("counters_get", {"key": "k"})) == 2  # nothing landed
         finally:
             c.stop()
+    finally:
+        a.stop()
+        b.stop()
+
+
+async def test_a_per_session_call_is_forwarded_with_the_key_of_its_session(
+    database: str, tmp_path: Path
+) -> None:
+    tally = Path(__file__).parent / "components" / "per_session_tally.py"
+    a = start_server(tally, "--state", database, "--lease-seconds", "1", tmp=tmp_path / "a")
+    b = start_server(tally, "--state", database, "--lease-seconds", "1", tmp=tmp_path / "b")
+    try:
+        opened = httpx.post(a.url, json=INITIALIZE, headers=POST_HEADERS, timeout=30)
+        session_id = opened.headers["mcp-session-id"]
+        key = session_key(session_id)
+        async with http_session(b.url) as sb:
+            # Replica B claims the session's key first, as after a fail-over: what a forward sends.
+            claimed = await sb.call_tool(
+                "tally_add",
+                {"by": 10, SESSION_ARGUMENT: key},
+                meta=cast(RequestParamsMeta, {"statefulmcp/forwarded": "someone"}),
+            )
+            assert value(claimed) == 10
+        call = {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "tally_add", "arguments": {"by": 1}},
+        }
+        headers = {**POST_HEADERS, "mcp-session-id": session_id, "mcp-protocol-version": "2025-11-25"}
+        answer = httpx.post(a.url, json=call, headers=headers, timeout=30)
+        assert '"structuredContent":{"result":11}' in answer.text.replace(" ", ""), answer.text
     finally:
         a.stop()
         b.stop()

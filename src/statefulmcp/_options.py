@@ -21,6 +21,9 @@ from statefulmcp._errors import ComponentError
 Durability = Literal["turn", "memory"]
 Activation = Literal["lazy", "eager"]
 
+SESSION_ARGUMENT = "statefulmcp_session"
+"""The argument the host adds to every tool of a `per_session` component (a handle from `<name>_open`)."""
+
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _ARGUMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
@@ -60,8 +63,10 @@ def _check_bool(value: object, field: str) -> None:
 class LoadOptions:
     """How a component is loaded. Every field left as `None` keeps what the component declares.
 
-    `name` renames the component (and so its tools); `stateful`, `key` and `handles` choose the
-    instance model; `durability` chooses whether `self.state` is persisted after every turn;
+    `name` renames the component (and so its tools); `stateful`, `key`, `handles` and
+    `per_session` choose the instance model (`per_session`: one instance per MCP session, see
+    `statefulmcp.per_session`; it implies `stateful` and excludes `key` and `handles`);
+    `durability` chooses whether `self.state` is persisted after every turn;
     `activate="eager"` activates instances at start-up instead of on their first call.
     `idle_seconds` passivates an instance after that long without a call (see `Host`);
     `handle_idle_seconds` expires a handle after that long without a call.
@@ -71,6 +76,7 @@ class LoadOptions:
     stateful: bool | None = None
     key: str | None = None
     handles: bool | None = None
+    per_session: bool | None = None
     durability: Durability | None = None
     activate: Activation | None = None
     idle_seconds: float | None = None
@@ -83,11 +89,41 @@ class LoadOptions:
             _check_argument(self.key)
         _check_bool(self.stateful, "stateful")
         _check_bool(self.handles, "handles")
+        _check_bool(self.per_session, "per_session")
+        if self.per_session:
+            self._check_per_session()
         _check_choice(self.durability, "durability", get_args(Durability))
         _check_choice(self.activate, "activate", get_args(Activation))
         for seconds in ("idle_seconds", "handle_idle_seconds"):
             if getattr(self, seconds) is not None:
                 check_seconds(getattr(self, seconds), seconds)
+
+    def _check_per_session(self) -> None:
+        """`per_session` chooses the key itself (the caller's session), so it takes no other."""
+        if self.key is not None:
+            raise ComponentError(
+                f"per_session=true cannot be combined with key={self.key!r}: a per-session instance is "
+                "selected by the caller's MCP session, not by an argument; use one or the other"
+            )
+        if self.handles:
+            raise ComponentError(
+                "per_session=true cannot be combined with handles=true: per-session components "
+                "already get <name>_open for clients without a session; drop handles"
+            )
+        if self.activate == "eager":
+            raise ComponentError(
+                'per_session=true cannot be combined with activate="eager": a per-session instance '
+                "is made by its session's first call, so there is nothing to activate at start-up"
+            )
+
+    def instance_model(self) -> tuple[bool, str | None, bool]:
+        """(stateful, key, handles) as these options choose them: `handles` keys by `session`
+        unless told otherwise, and `per_session` keys by a handle in `SESSION_ARGUMENT` or, for a
+        client with a session, by that session (which the host resolves per call)."""
+        if self.per_session:
+            return True, SESSION_ARGUMENT, True
+        handles = bool(self.handles)
+        return bool(self.stateful), self.key or ("session" if handles else None), handles
 
     def over(self, declared: LoadOptions) -> LoadOptions:
         """These options where set, `declared` elsewhere."""
@@ -109,6 +145,8 @@ _DESCRIPTIONS = {
     "stateful": "keep instances alive between calls",
     "key": "argument whose value selects the instance",
     "handles": "mint handles through <name>_open / <name>_close",
+    "per_session": "one instance per MCP session (stateful; sessionless clients call <name>_open and pass "
+    f"{SESSION_ARGUMENT}); excludes key and handles",
     "durability": "turn: commit self.state after every turn; memory: keep it in memory only",
     "activate": "eager: activate instances at start-up; lazy: on their first call",
     "idle_seconds": "passivate an instance after this many seconds without a call",
@@ -123,7 +161,7 @@ def options_schema() -> dict[str, Any]:
         choices = {"durability": get_args(Durability), "activate": get_args(Activation)}.get(f.name)
         if choices:
             prop: dict[str, Any] = {"type": ["string", "null"], "enum": [*choices, None]}
-        elif f.name in ("stateful", "handles"):
+        elif f.name in ("stateful", "handles", "per_session"):
             prop = {"type": ["boolean", "null"]}
         elif f.name.endswith("seconds"):
             prop = {"type": ["number", "null"], "exclusiveMinimum": 0}

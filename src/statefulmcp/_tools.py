@@ -33,8 +33,11 @@ class Entry(Protocol):
     @property
     def component(self) -> LiveComponent | None: ...
 
-    def run(self, arguments: dict[str, Any], finish: Finish) -> Awaitable[Any]:
-        """Run the tool with validated arguments; `finish` converts the value before it leaves."""
+    def run(self, arguments: dict[str, Any], finish: Finish, session: str | None = None) -> Awaitable[Any]:
+        """Run the tool with validated arguments; `finish` converts the value before it leaves.
+
+        `session` is the key of the caller's MCP session, for per-session components.
+        """
         ...
 
 
@@ -46,12 +49,12 @@ class ComponentTool:
     component: LiveComponent
     engine: Engine
 
-    def run(self, arguments: dict[str, Any], finish: Finish) -> Awaitable[Any]:
+    def run(self, arguments: dict[str, Any], finish: Finish, session: str | None = None) -> Awaitable[Any]:
         live = self.component
         if not live.spec.stateful and not self.spec.is_async:
             # A stateless sync body needs no instance and no engine: straight to a worker thread.
             return live.call_here(self.spec, arguments, finish)
-        return self.engine.run(lambda: live.call(self.spec, arguments, finish))
+        return self.engine.run(lambda: live.call(self.spec, arguments, finish, session))
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +66,7 @@ class EngineTool:
     engine: Engine
     body: Callable[[LiveComponent, dict[str, Any]], Coroutine[Any, Any, Any]]
 
-    async def run(self, arguments: dict[str, Any], finish: Finish) -> Any:
+    async def run(self, arguments: dict[str, Any], finish: Finish, session: str | None = None) -> Any:
         live = self.component
         return finish(await self.engine.run(lambda: self.body(live, arguments)))
 
@@ -79,7 +82,7 @@ class HostTool:
     def component(self) -> LiveComponent | None:
         return None
 
-    async def run(self, arguments: dict[str, Any], finish: Finish) -> Any:
+    async def run(self, arguments: dict[str, Any], finish: Finish, session: str | None = None) -> Any:
         return finish(await self.body(arguments))
 
 

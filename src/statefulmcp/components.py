@@ -105,6 +105,9 @@ class ComponentSpec:
     stateful: bool = False
     key: str | None = None
     handles: bool = False
+    per_session: bool = False
+    """One instance per MCP session (`key` is then `SESSION_ARGUMENT`, which the host adds to
+    every tool; see `statefulmcp.per_session`)."""
     durability: Durability = "memory"
     activate: Activation = "lazy"
     backgrounds: tuple[tuple[str, BackgroundDecl], ...] = ()
@@ -212,6 +215,7 @@ def component(
     stateful: bool = False,
     key: str | None = None,
     handles: bool = False,
+    per_session: bool = False,
     durability: Durability | None = None,
     activate: Activation = "lazy",
     uses: Mapping[str, Any] | None = None,
@@ -226,6 +230,7 @@ def component(
     stateful: bool = False,
     key: str | None = None,
     handles: bool = False,
+    per_session: bool = False,
     durability: Durability | None = None,
     activate: Activation = "lazy",
     uses: Mapping[str, Any] | None = None,
@@ -236,6 +241,8 @@ def component(
 
     `stateful=True` keeps one instance alive between calls (per value of `key`, if given);
     `handles=True` makes the host mint the key values itself through `<name>_open`.
+    `per_session=True` keeps one instance per MCP session, with no argument in the tools (it
+    implies `stateful=True`; sessionless clients get a handle from `<name>_open`).
     `idle_seconds` passivates an instance after that long without a call (durable components
     get the server's default, `--idle-seconds`); `handle_idle_seconds` expires a handle after
     that long without a call.
@@ -246,6 +253,7 @@ def component(
             stateful=stateful,
             key=key,
             handles=handles,
+            per_session=per_session,
             durability=durability,
             activate=activate,
             idle_seconds=idle_seconds,
@@ -415,11 +423,8 @@ def spec_from_class(cls: type, source: str, options: LoadOptions | None = None) 
         bg: BackgroundDecl | None = getattr(member, _BACKGROUND_ATTR, None)
         if bg is not None:
             backgrounds.append((attr, bg))
-    stateful = bool(opts.stateful)
-    handles = bool(opts.handles)
-    key = opts.key
-    if handles and not key:
-        key = "session"
+    stateful, key, handles = opts.instance_model()
+    per_session = bool(opts.per_session)
     if not tools and not handles:
         raise ComponentError(f"component {name!r} ({cls.__qualname__}) has no @tool methods")
     if (key or handles) and not stateful:
@@ -429,7 +434,7 @@ def spec_from_class(cls: type, source: str, options: LoadOptions | None = None) 
         )
     if backgrounds and not stateful:
         raise ComponentError(f"component {name!r} has @background methods, which need stateful=True")
-    if key:
+    if key and not per_session:
         _check_key(name, key, tuple(tools))
     return ComponentSpec(
         name=name,
@@ -439,6 +444,7 @@ def spec_from_class(cls: type, source: str, options: LoadOptions | None = None) 
         stateful=stateful,
         key=key,
         handles=handles,
+        per_session=per_session,
         durability=opts.durability or ("turn" if stateful else "memory"),
         activate=opts.activate or "lazy",
         backgrounds=tuple(backgrounds),
@@ -458,7 +464,7 @@ def spec_from_functions(
 ) -> ComponentSpec:
     """A stateless component made of module-level `@tool` functions."""
     opts = options or LoadOptions()
-    if opts.stateful or opts.key or opts.handles:
+    if opts.stateful or opts.key or opts.handles or opts.per_session:
         raise ComponentError(
             f"{source}: module-level @tool functions form a stateless component; "
             "write a @component(stateful=True) class to keep state"

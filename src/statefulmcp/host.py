@@ -47,6 +47,7 @@ from statefulmcp.components import (
 from statefulmcp.engine import Engine
 from statefulmcp.handles import handle_tools
 from statefulmcp.live import LiveComponent, Residency
+from statefulmcp.per_session import SESSION_ARGUMENT, is_session_key, session_key, with_session_argument
 from statefulmcp.remote import Remote, RemotePool, result_value
 from statefulmcp.state import Store, Sync, is_postgres, store_path
 from statefulmcp.state.sqlite import SqliteStore
@@ -92,6 +93,7 @@ class ComponentInfo:
     key: str | None
     handles: bool
     durability: str
+    per_session: bool
     tools: list[str]
     instances: int
     details: dict[str, Any] = field(default_factory=dict)
@@ -502,8 +504,9 @@ class Host:
 
     def _entries(self, live: LiveComponent) -> dict[str, Entry]:
         spec = live.spec
+        tools = [with_session_argument(spec.name, t) for t in spec.tools] if spec.per_session else spec.tools
         entries: dict[str, Entry] = {
-            f"{spec.name}_{t.name}": ComponentTool(t, live, self.engine) for t in spec.tools
+            f"{spec.name}_{t.name}": ComponentTool(t, live, self.engine) for t in tools
         }
         if live.handles is not None:
             handles = live.handles
@@ -759,6 +762,7 @@ class Host:
                 key=live.spec.key,
                 handles=live.spec.handles,
                 durability=live.spec.durability if live.spec.stateful else "none",
+                per_session=live.spec.per_session,
                 tools=table.of(live),
                 instances=len(live.instances),
                 details={
@@ -808,14 +812,16 @@ class Host:
         except ToolInputError as exc:
             raise ToolCallError(f"invalid arguments for tool {name!r}: {exc}") from None
 
-    async def _run(self, name: str, entry: Entry, arguments: dict[str, Any], finish: Finish) -> Any:
+    async def _run(
+        self, name: str, entry: Entry, arguments: dict[str, Any], finish: Finish, session: str | None = None
+    ) -> Any:
         # A call made from inside a turn (a component using another tool) is part of a call
         # already counted, and must be able to finish while draining.
         task = None if self.engine.on_engine() else asyncio.current_task()
         if task is not None:
             self._calls.add(task)
         try:
-            return await entry.run(arguments, finish)
+            return await entry.run(arguments, finish, session)
         except (ToolCallError, Elsewhere):
             raise
         except asyncio.CancelledError:
@@ -840,19 +846,40 @@ class Host:
                 if not self._calls:
                     self._idle.set()
 
-    async def call(self, name: str, arguments: dict[str, Any] | None = None) -> Any:
+    @staticmethod
+    def _session_key(
+        entry: Entry, validated: dict[str, Any], session: str | None, *, forwarded: bool = False
+    ) -> str | None:
+        """The key of the caller's MCP session for a per-session tool, resolved once per call.
+
+        A forwarded call carries the key the forwarding replica resolved in `SESSION_ARGUMENT`;
+        from anyone else, that argument is a handle, checked as one.
+        """
+        live = entry.component
+        if live is None or not live.spec.per_session:
+            return None
+        if forwarded and is_session_key(validated.get(SESSION_ARGUMENT)):
+            key: str = validated.pop(SESSION_ARGUMENT)
+            return key
+        return None if session is None else session_key(session)
+
+    async def call(
+        self, name: str, arguments: dict[str, Any] | None = None, *, session: str | None = None
+    ) -> Any:
         """Call a tool in-process; returns a copy of what it returned, made inside its turn.
 
         Raises `ToolCallError` on failure. With replicas, a call whose instance another replica
-        owns is forwarded there.
+        owns is forwarded there. `session` names the caller's MCP session (any text only the
+        caller knows): per-session components keep one instance per session.
         """
         if self._life is not _Life.OPEN:
             self._require_open(draining_ok=self.engine.on_engine())
         entry, validated = self._resolve(name, arguments)
+        key = self._session_key(entry, validated, session)
         try:
-            return await self._run(name, entry, validated, functools.partial(_private_copy, name))
+            return await self._run(name, entry, validated, functools.partial(_private_copy, name), key)
         except Elsewhere as where:
-            result = await self._forward(where, name, arguments or {}, token=None)
+            result = await self._forward(where, name, arguments or {}, token=None, session=key)
             if result.is_error:
                 raise ToolCallError(_text_of(result)) from None
             return result_value(result)
@@ -864,23 +891,27 @@ class Host:
         *,
         forwarded: str | None = None,
         token: str | None = None,
+        session: str | None = None,
     ) -> CallToolResult:
         """Call a tool and return the MCP result; failures become `isError` results, never raise.
 
         `forwarded` names the replica that forwarded this call (it is never forwarded again);
-        `token` is the caller's bearer token, passed on when the call must be forwarded.
+        `token` is the caller's bearer token, passed on when the call must be forwarded;
+        `session` is the caller's MCP session (the `Mcp-Session-Id` of a 2025-11-25 client,
+        `per_session.STDIO_SESSION` over stdio, None for a sessionless client).
         """
         try:
             if self._life is not _Life.OPEN:
                 self._require_open()
             entry, validated = self._resolve(name, arguments)
+            key = self._session_key(entry, validated, session, forwarded=forwarded is not None)
             try:
-                result: CallToolResult = await self._run(name, entry, validated, entry.spec.to_result)
+                result: CallToolResult = await self._run(name, entry, validated, entry.spec.to_result, key)
                 return result
             except Elsewhere as where:
                 if forwarded is not None:
                     return _not_owner(str(where))
-                return await self._forward(where, name, arguments or {}, token=token)
+                return await self._forward(where, name, arguments or {}, token=token, session=key)
         except (ToolCallError, ToolResultError, HostStateError) as exc:
             if forwarded is not None and (self._life is not _Life.OPEN or self._unleased()):
                 # Draining: the forwarding replica waits for the hand-off. Unleased (cut off from
@@ -893,15 +924,26 @@ class Host:
         return self.cluster is not None and not self.cluster.membership.valid()
 
     async def _forward(
-        self, where: Elsewhere, name: str, arguments: dict[str, Any], *, token: str | None
+        self,
+        where: Elsewhere,
+        name: str,
+        arguments: dict[str, Any],
+        *,
+        token: str | None,
+        session: str | None = None,
     ) -> CallToolResult:
         """Send the call to the owner. When the owner is gone or draining, wait for its keys to
-        move (its lease to expire, or its hand-off) and route the call again, within a bound."""
+        move (its lease to expire, or its hand-off) and route the call again, within a bound.
+
+        A call keyed by the caller's session (`session`) carries that key to the owner in
+        `SESSION_ARGUMENT`, so the owner routes it to the same instance.
+        """
         cluster = self.cluster
         assert cluster is not None
+        sent = arguments if session is None else {**arguments, SESSION_ARGUMENT: session}
         deadline = time.monotonic() + 2 * cluster.membership.lease + 1.0
         while True:
-            result, why = await cluster.forward(where, name, arguments, token=token)
+            result, why = await cluster.forward(where, name, sent, token=token)
             if result is not None and not (result.meta or {}).get(NOT_OWNER):
                 return result
             if result is not None:
@@ -913,10 +955,30 @@ class Host:
             await asyncio.sleep(min(0.1, cluster.membership.lease / 10))
             entry, validated = self._resolve(name, arguments)
             try:
-                value: CallToolResult = await self._run(name, entry, validated, entry.spec.to_result)
+                value: CallToolResult = await self._run(name, entry, validated, entry.spec.to_result, session)
                 return value
             except Elsewhere as moved:
                 where = moved
+
+    async def session_ended(self, session: str) -> None:
+        """The transport's hook: a client's MCP session ended (DELETE, idle eviction, closed).
+
+        A session never comes back, so each per-session component deactivates that session's
+        instance (`on_deactivate`, commit) and deletes its durable state, as closing a handle
+        does. Returns once that is handed to the engine (each component owns its part).
+        """
+        if self._life not in (_Life.OPEN, _Life.DRAINING):
+            return
+        lives = [live for live in self._components.values() if live.spec.per_session and not live.closed]
+        if not lives:
+            return
+        key = session_key(session)
+
+        async def end() -> None:
+            for live in lives:
+                live.end_session_soon(key)
+
+        await self.engine.run(end)
 
 
 def _text_of(result: CallToolResult) -> str:

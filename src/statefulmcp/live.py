@@ -23,6 +23,7 @@ from statefulmcp.components import ComponentSpec, ToolSpec
 from statefulmcp.engine import Engine, SyncSlots
 from statefulmcp.handles import Handles
 from statefulmcp.instances import Instance, Stale, cancel_requested, exit_error, stray_cancel_error
+from statefulmcp.per_session import no_session
 from statefulmcp.state import Store
 from statefulmcp.state.view import NoState
 
@@ -118,21 +119,34 @@ class LiveComponent:
         self.evicted: dict[str | None, str] = {}
         """Keys whose instance was evicted with its in-memory state, and why; oldest first."""
         self.handles = Handles(spec.name, self.store, spec.handle_idle_seconds) if spec.handles else None
+        self.sessions_ended: dict[str, None] = {}
+        """Per-session components: session keys whose session ended (recent ones, oldest first);
+        a call still queued for one is refused instead of making its instance again."""
         self.closed = False
         self.ended = {name: LoopStats() for name, _ in spec.backgrounds}
         self._reaping: set[asyncio.Task[Any]] = set()
 
     # -- calls ----------------------------------------------------------------------------------
 
-    async def call(self, tool: ToolSpec, arguments: dict[str, Any], finish: Callable[[Any], Any]) -> Any:
-        """Route one validated call to its instance and run it as a turn, within its time limit."""
+    async def call(
+        self,
+        tool: ToolSpec,
+        arguments: dict[str, Any],
+        finish: Callable[[Any], Any],
+        session: str | None = None,
+    ) -> Any:
+        """Route one validated call to its instance and run it as a turn, within its time limit.
+
+        `session` is the key of the caller's MCP session (`per_session.session_key`), which
+        selects the instance of a per-session component unless the call passes a handle.
+        """
         limit = self._limit(tool)
         if limit is None:
-            return await self._call(tool, arguments, finish)
+            return await self._call(tool, arguments, finish, session)
         deadlines = self.engine.deadlines
         token = deadlines.start(limit)
         try:
-            return await self._call(tool, arguments, finish)
+            return await self._call(tool, arguments, finish, session)
         except asyncio.CancelledError:
             if not deadlines.end(token):
                 raise
@@ -179,13 +193,15 @@ class LiveComponent:
         cap = self.max_call_seconds
         return f"the server-wide limit, --max-call-seconds {cap:g} or Host(max_call_seconds={cap:g})"
 
-    async def _call(self, tool: ToolSpec, arguments: dict[str, Any], finish: Callable[[Any], Any]) -> Any:
+    async def _call(
+        self, tool: ToolSpec, arguments: dict[str, Any], finish: Callable[[Any], Any], session: str | None
+    ) -> Any:
         if self.closed:
             raise self._unloaded()
         if not self.spec.stateful:
             return finish(await self.invoke(tool, self.new_object(None), arguments, hold=False))
         while True:
-            key = await self._key_of(arguments)
+            key = await self._key_of(arguments, session)
             instance = self.instances.get(key)
             if instance is None:
                 if self.evicted:
@@ -238,10 +254,16 @@ class LiveComponent:
     def _unloaded(self) -> ToolCallError:
         return ToolCallError(f"component {self.name!r} was unloaded; list the tools again")
 
-    async def _key_of(self, arguments: dict[str, Any]) -> str | None:
+    async def _key_of(self, arguments: dict[str, Any], session: str | None = None) -> str | None:
         if self.spec.key is None:
             return None
         value = arguments.get(self.spec.key)
+        if self.spec.per_session and value is None:
+            if session is None:
+                raise no_session(self.name)
+            if session in self.sessions_ended:
+                raise ToolCallError(f"the session of this call ended; {self.name} has no instance for it")
+            return session  # derived by the host from the caller's own session: nothing to check
         key = value if isinstance(value, str) else str(value)
         try:
             key.encode()
@@ -433,6 +455,25 @@ class LiveComponent:
                 break
             if self._idle(instance):
                 self.passivate_soon(instance, f"passivated after {limit:g} s without a call")
+
+    def end_session_soon(self, key: str) -> None:
+        """A client's MCP session ended, and a session never comes back: deactivate its instance
+        (`on_deactivate`, commit) and delete its durable state, as closing a handle does. The
+        work is owned by this component (awaited at unload), not by the transport's teardown."""
+        self.sessions_ended[key] = None
+        while len(self.sessions_ended) > 4096:  # remembered for calls still queued, not forever
+            del self.sessions_ended[next(iter(self.sessions_ended))]
+        task = asyncio.ensure_future(self._end_session(key))
+        self._reaping.add(task)
+        task.add_done_callback(self._reaping.discard)
+
+    async def _end_session(self, key: str) -> None:
+        try:
+            await self.passivate(key, reason="ended with its session")
+            if self.store is not None:
+                await self.store.delete_instance(self.name, key)
+        except Exception:
+            log.exception("%s: could not drop the instance of an ended session", self.name)
 
     def expire_handles(self, now: float) -> None:
         """Close the handles not called for longer than `handle_idle_seconds` (instance and state)."""

@@ -44,7 +44,24 @@ def _redacted(component: dict[str, Any]) -> dict[str, Any]:
     config = details.get("config")
     if isinstance(config, dict) and config.get("secrets_file"):
         details["config"] = {**config, "secrets_file": Path(config["secrets_file"]).name}
+    if component.get("handles") and isinstance(details.get("background"), dict):
+        # Handles and session keys are bearer secrets: their owners know them, nobody else may.
+        details["background"] = {
+            method: {
+                **stats,
+                "instances": [{k: v for k, v in i.items() if k != "key"} for i in stats["instances"]],
+            }
+            if isinstance(stats, dict) and "instances" in stats
+            else stats
+            for method, stats in details["background"].items()
+        }
     return {**component, "source": Path(component["source"]).name, "details": details}
+
+
+def _redacted_replica(replica: dict[str, Any], secret: set[str]) -> dict[str, Any]:
+    """The replica view without the keys of components whose keys are handles or sessions."""
+    owned = {name: keys if name not in secret else len(keys) for name, keys in replica["owned"].items()}
+    return {**replica, "owned": owned}
 
 
 def _redacted_failure(failure: dict[str, str]) -> dict[str, str]:
@@ -128,6 +145,8 @@ def admin_tools(host: Host, allow_load: Path | None) -> list[HostTool]:
         if health is not None:
             structured["health"] = health
         replica = await host.replica_view()
+        if replica is not None and not caller_is_admin.get():
+            replica = _redacted_replica(replica, {c["name"] for c in components if c["handles"]})
         if replica is not None:
             structured["replica"] = replica
         shown = structured if failed or replica is not None else components

@@ -26,6 +26,7 @@ from pathlib import Path
 from statefulmcp._errors import ActivationError, ComponentError, StoreError
 from statefulmcp.cluster import DEFAULT_LEASE_SECONDS
 from statefulmcp.host import DEFAULT_IDLE_SECONDS, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_WAITERS, Host
+from statefulmcp.per_session import STDIO_SESSION
 from statefulmcp.state import Sync, is_postgres, store_path
 from statefulmcp.transport.auth import ADMIN_SCOPE, AuthConfigError, build_access
 from statefulmcp.transport.http import (
@@ -285,6 +286,7 @@ async def _serve_stdio(
     if stop.is_set():
         return
     frontend.trusted = True
+    frontend.default_session = STDIO_SESSION
     async with checked_stdio() as channel:
         serving = asyncio.create_task(
             frontend.server.run(channel.read, channel.write, frontend.server.create_initialization_options())

@@ -43,6 +43,9 @@ from statefulmcp.transport.auth import has_scope
 
 log = logging.getLogger("statefulmcp.transport")
 
+_ENDING = "statefulmcp/session-end"
+"""The `Connection.state` mark of a session whose end the host hears of (registered once)."""
+
 HEARTBEAT_SECONDS = 2.0
 """How often a call whose client sent a progress token hears that it is still running."""
 
@@ -73,6 +76,8 @@ class McpFrontend:
         """Set when HTTP requests carry verified tokens: the scope the admin tools then require."""
         self.trusted = False
         """Set over stdio: the caller is the process that started the server, and sees its paths."""
+        self.default_session: str | None = None
+        """The session of calls whose connection has none: over stdio, the one client's."""
         self.bus = InMemorySubscriptionBus()
         # Handshake-era connections that may hear `notifications/tools/list_changed`; weak so a
         # closed connection goes away by itself.
@@ -131,8 +136,8 @@ class McpFrontend:
         if ctx.method == "notifications/initialized" and ctx.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS:
             # `ctx.session` is a per-request proxy; the connection behind it is what lives as long
             # as the client's session, and the SDK offers no public accessor for it.
-            connection = getattr(ctx.session, "_connection", None)
-            if isinstance(connection, Connection):
+            connection = _connection(ctx)
+            if connection is not None:
                 self._connections.add(connection)
         return await call_next(ctx)
 
@@ -165,14 +170,29 @@ class McpFrontend:
                 "the scope to call tools",
                 error=True,
             )
+        session = self._session_of(ctx)
         if self.host.cluster is not None:
-            return await self._call_replicated(ctx, name, arguments)
+            return await self._call_replicated(ctx, name, arguments, session)
         if _wants_progress(ctx):
-            return await self._call_with_heartbeat(ctx, name, arguments)
-        return await self.host.call_result(name, arguments)
+            return await self._heartbeat(ctx, name, self.host.call_result(name, arguments, session=session))
+        return await self.host.call_result(name, arguments, session=session)
+
+    def _session_of(self, ctx: ServerRequestContext[Any]) -> str | None:
+        """The MCP session of a call: its connection's, if it has one (hearing once when it ends),
+        else the default (stdio's one client); None for a sessionless client."""
+        connection = _connection(ctx)
+        if connection is None or connection.session_id is None:
+            return self.default_session
+        if _ENDING not in connection.state:
+            # The SDK unwinds this stack however the session ends: its client's DELETE, eviction
+            # by `sessions.SessionAdmission`, the idle timeout, or shutdown. Registered at the
+            # session's first call, not at `notifications/initialized`, which a client may skip.
+            connection.state[_ENDING] = True
+            connection.exit_stack.push_async_callback(self.host.session_ended, connection.session_id)
+        return connection.session_id
 
     async def _call_replicated(
-        self, ctx: ServerRequestContext[Any], name: str, arguments: dict[str, Any]
+        self, ctx: ServerRequestContext[Any], name: str, arguments: dict[str, Any], session: str | None
     ) -> CallToolResult:
         """A call on a replica: it may have been forwarded here (then it is never forwarded
         again), and it may be forwarded on with the caller's own token."""
@@ -184,25 +204,24 @@ class McpFrontend:
             scheme, _, value = request.headers.get("authorization", "").partition(" ")
             token = value.strip() if scheme.lower() == "bearer" and value.strip() else None
         call = self.host.call_result(
-            name, arguments, forwarded=forwarded if isinstance(forwarded, str) else None, token=token
+            name,
+            arguments,
+            forwarded=forwarded if isinstance(forwarded, str) else None,
+            token=token,
+            session=session,
         )
         if _wants_progress(ctx):
             return await self._heartbeat(ctx, name, call)
         return await call
 
-    async def _call_with_heartbeat(
-        self, ctx: ServerRequestContext[Any], name: str, arguments: dict[str, Any]
+    async def _heartbeat(
+        self, ctx: ServerRequestContext[Any], name: str, work: Coroutine[Any, Any, CallToolResult]
     ) -> CallToolResult:
         """Run a call, sending a progress notification every few seconds until it ends.
 
         A long-poll may wait minutes in silence; clients and proxies time out silent requests,
         so a caller that asked for progress (by sending a token) hears from us meanwhile.
         """
-        return await self._heartbeat(ctx, name, self.host.call_result(name, arguments))
-
-    async def _heartbeat(
-        self, ctx: ServerRequestContext[Any], name: str, work: Coroutine[Any, Any, CallToolResult]
-    ) -> CallToolResult:
         call = asyncio.ensure_future(work)
         started = time.monotonic()
         try:
@@ -220,6 +239,16 @@ class McpFrontend:
         finally:
             if not call.done():
                 call.cancel()
+
+
+def _connection(ctx: ServerRequestContext[Any, Any]) -> Connection | None:
+    """The connection a request came on, which lives as long as its client's session.
+
+    `ctx.session` is a per-request proxy, and the SDK offers no public accessor for what is
+    behind it.
+    """
+    connection = getattr(ctx.session, "_connection", None)
+    return connection if isinstance(connection, Connection) else None
 
 
 def _wants_progress(ctx: ServerRequestContext[Any]) -> bool:

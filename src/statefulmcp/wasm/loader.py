@@ -244,10 +244,9 @@ def load_wasm(
             tools.append(_tool(tool_name, export, path, docs.of(export.interface, export.function)))
         except values.Unsupported as exc:
             raise ComponentError(f"{path}: cannot serve `{export.qualified}` as a tool: {exc}") from None
-    stateful, key, handles = bool(opts.stateful), opts.key, bool(opts.handles)
-    if handles and not key:
-        key = "session"
-    _check_options(path, name, stateful, key, tools)
+    stateful, key, handles = opts.instance_model()
+    per_session = bool(opts.per_session)
+    _check_options(path, name, stateful, None if per_session else key, tools)
     imports = list(component.type.imports(eng))
     linker = wc.Linker(eng)
     linker.add_wasip2()
@@ -274,6 +273,7 @@ def load_wasm(
         stateful=stateful,
         key=key,
         handles=handles,
+        per_session=per_session,
         durability="memory",
         details={"kind": "wasm"},
         permissions=grants,

@@ -5,7 +5,7 @@ kept beside it (`notes.wasm` -> `notes.toml`), so whoever installs a component a
 what it may do (`notes.yaml` works too, with the same keys):
 
     stateful = true            # load defaults; load options given at load time win
-    key = "session"
+    key = "session"            # or `per_session = true`: one instance per MCP session, no key
 
     [limits]
     deadline_seconds = 10      # wall clock per call (epoch interruption)
@@ -62,7 +62,7 @@ MAX_TABLES = 16
 """Tables per instance (componentize-py builds have 2); with `table_elements` they bound the
 memory tables take: 16 x 50,000 entries x 8 bytes = 6.4 MB by default."""
 
-_TOP_KEYS = {"name", "stateful", "key", "handles", "limits", "env", "dir", "network", "config"}
+_TOP_KEYS = {"name", "stateful", "key", "handles", "per_session", "limits", "env", "dir", "network", "config"}
 _NETWORK_KEYS = {"allow", "timeout_seconds", "max_request_bytes", "max_response_bytes"}
 _LIMIT_KEYS = {"deadline_seconds", "fuel", "memory_mib", "memories", "table_elements", "instances"}
 _DIR_KEYS = {"host", "guest", "mode"}
@@ -234,14 +234,24 @@ def _parse(path: Path, data: dict[str, Any]) -> Policy:
             table_elements=counts["table_elements"] or DEFAULT_TABLE_ELEMENTS,
             instances=counts["instances"] or DEFAULT_INSTANCES,
         ),
-        options=LoadOptions(
-            name=top.get("name", str, "a string"),
-            stateful=top.get("stateful", bool, "true or false"),
-            key=top.get("key", str, "an argument name"),
-            handles=top.get("handles", bool, "true or false"),
-        ),
+        options=_options(path, top),
         source=path,
     )
+
+
+def _options(path: Path, top: _Reader) -> LoadOptions:
+    """The load defaults at the policy's top level; a bad one or a bad combination names the file."""
+    read = {
+        "name": top.get("name", str, "a string"),
+        "stateful": top.get("stateful", bool, "true or false"),
+        "key": top.get("key", str, "an argument name"),
+        "handles": top.get("handles", bool, "true or false"),
+        "per_session": top.get("per_session", bool, "true or false"),
+    }
+    try:
+        return LoadOptions(**read)
+    except ComponentError as exc:
+        raise ComponentError(f"{path}: {exc}") from None
 
 
 def _dir(path: Path, index: int, table: Any) -> DirGrant:
