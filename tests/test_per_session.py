@@ -96,7 +96,7 @@ async def test_a_sessionless_client_opens_a_handle_and_passes_it(tmp_path: Path)
             unknown = error(await session.call_tool("tally_add", {"by": 1, SESSION_ARGUMENT: "made-up"}))
             assert "unknown or closed handle" in unknown and "tally_open" in unknown
             forged = session_key("a guess at someone's session id")
-            assert "unknown or closed handle" in error(
+            assert "only a replica forwarding a call may name a session's key" in error(
                 await session.call_tool("tally_add", {"by": 1, SESSION_ARGUMENT: forged})
             ), "a derived session key is never accepted from a client"
             assert value(await session.call_tool("tally_close", {SESSION_ARGUMENT: mine})) is True
@@ -335,10 +335,10 @@ async def test_in_process_calls_name_their_session_and_a_session_key_is_honoured
             await host.call("notebook_write", {"line": "x"})
         forged = {"line": "x", SESSION_ARGUMENT: session_key("s1")}
         refused = await host.call_result("notebook_write", forged)
-        assert refused.is_error and "unknown or closed handle" in text(refused)
-        # What a replica forwarding a call of session s1 sends: the key it resolved.
+        assert refused.is_error and "only a replica forwarding a call may name" in text(refused)
+        # Marked as forwarded changes nothing without a replica's proof (test_replicas has one).
         forwarded = await host.call_result("notebook_write", forged, forwarded="replica-a")
-        assert not forwarded.is_error and value(forwarded) == ["a", "c", "x"]
+        assert forwarded.is_error and "only a replica forwarding a call may name" in text(forwarded)
         await host.session_ended("s1")
 
         async def gone() -> bool:

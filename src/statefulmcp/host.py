@@ -846,20 +846,26 @@ class Host:
                 if not self._calls:
                     self._idle.set()
 
-    @staticmethod
     def _session_key(
-        entry: Entry, validated: dict[str, Any], session: str | None, *, forwarded: bool = False
+        self, entry: Entry, validated: dict[str, Any], session: str | None, *, proof: object = None
     ) -> str | None:
         """The key of the caller's MCP session for a per-session tool, resolved once per call.
 
-        A forwarded call carries the key the forwarding replica resolved in `SESSION_ARGUMENT`;
-        from anyone else, that argument is a handle, checked as one.
+        A forwarded call carries the key the forwarding replica resolved in `SESSION_ARGUMENT`,
+        with that replica's proof (`Cluster.prove`): the forwarded marker alone is only a
+        `_meta` entry any client could set. From anyone else, that argument is a handle,
+        checked as one.
         """
         live = entry.component
         if live is None or not live.spec.per_session:
             return None
-        if forwarded and is_session_key(validated.get(SESSION_ARGUMENT)):
+        if is_session_key(validated.get(SESSION_ARGUMENT)):
             key: str = validated.pop(SESSION_ARGUMENT)
+            if self.cluster is None or not self.cluster.proven(key, proof):
+                raise ToolCallError(
+                    f"{SESSION_ARGUMENT}: {key!r} is not a handle of {live.name!r}; only a replica forwarding "
+                    f"a call may name a session's key. Call {live.name}_open for a handle"
+                )
             return key
         return None if session is None else session_key(session)
 
@@ -892,19 +898,21 @@ class Host:
         forwarded: str | None = None,
         token: str | None = None,
         session: str | None = None,
+        proof: str | None = None,
     ) -> CallToolResult:
         """Call a tool and return the MCP result; failures become `isError` results, never raise.
 
         `forwarded` names the replica that forwarded this call (it is never forwarded again);
         `token` is the caller's bearer token, passed on when the call must be forwarded;
         `session` is the caller's MCP session (the `Mcp-Session-Id` of a 2025-11-25 client,
-        `per_session.STDIO_SESSION` over stdio, None for a sessionless client).
+        `per_session.STDIO_SESSION` over stdio, None for a sessionless client); `proof` is a
+        forwarding replica's proof of the session key it names (`cluster.PROOF`).
         """
         try:
             if self._life is not _Life.OPEN:
                 self._require_open()
             entry, validated = self._resolve(name, arguments)
-            key = self._session_key(entry, validated, session, forwarded=forwarded is not None)
+            key = self._session_key(entry, validated, session, proof=proof)
             try:
                 result: CallToolResult = await self._run(name, entry, validated, entry.spec.to_result, key)
                 return result
@@ -943,7 +951,7 @@ class Host:
         sent = arguments if session is None else {**arguments, SESSION_ARGUMENT: session}
         deadline = time.monotonic() + 2 * cluster.membership.lease + 1.0
         while True:
-            result, why = await cluster.forward(where, name, sent, token=token)
+            result, why = await cluster.forward(where, name, sent, token=token, prove=session)
             if result is not None and not (result.meta or {}).get(NOT_OWNER):
                 return result
             if result is not None:

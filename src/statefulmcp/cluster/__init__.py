@@ -17,6 +17,8 @@ rules, in the order a call meets them:
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import time
 from typing import Any
@@ -30,10 +32,13 @@ from statefulmcp.remote import CallFailed, CallNotSent, RemotePool
 
 log = logging.getLogger("statefulmcp.cluster")
 
-__all__ = ["FORWARDED", "NOT_OWNER", "Cluster", "Elsewhere"]
+__all__ = ["FORWARDED", "NOT_OWNER", "PROOF", "Cluster", "Elsewhere"]
 
 FORWARDED = "statefulmcp/forwarded"
 """The `_meta` key of a forwarded call (its value: the sending replica's id)."""
+
+PROOF = "statefulmcp/proof"
+"""The `_meta` key of a forwarded call's proof that a replica sent it (see `Cluster.prove`)."""
 
 NOT_OWNER = "statefulmcp/not-owner"
 """The `_meta` key of a forwarded call's answer when the replica it reached does not own the key."""
@@ -118,17 +123,35 @@ class Cluster:
             raise Elsewhere(component, key, result)
         raise self.refuse_unleased(label)
 
+    def prove(self, what: str) -> str:
+        """A replica's proof that it sent `what` (an instance key only replicas may name, such as
+        a session's): an HMAC under the secret every replica reads from the database. A client
+        can set the forwarded marker, but not this."""
+        return hmac.new(
+            self.membership.secret, what.encode("utf-8", "surrogatepass"), hashlib.sha256
+        ).hexdigest()
+
+    def proven(self, what: str, proof: object) -> bool:
+        return isinstance(proof, str) and hmac.compare_digest(self.prove(what), proof)
+
     def forget(self, component: str, key: str) -> None:
         self.elsewhere.pop((component, key), None)
 
     # -- forwarding (any loop) ----------------------------------------------------------------
 
     async def forward(
-        self, where: Elsewhere, name: str, arguments: dict[str, Any], *, token: str | None
+        self,
+        where: Elsewhere,
+        name: str,
+        arguments: dict[str, Any],
+        *,
+        token: str | None,
+        prove: str | None = None,
     ) -> tuple[CallToolResult | None, str]:
         """Send the call to the owner; (its result, "") or (None, why it could not be sent).
 
-        A result whose `_meta` says "not the owner" comes back as it is; the caller decides.
+        `prove`: a key the call names that only a replica may name, proven with `PROOF`. A
+        result whose `_meta` says "not the owner" comes back as it is; the caller decides.
         """
         url = where.owner.url
         if url is None:
@@ -138,8 +161,11 @@ class Cluster:
         if pool is None:
             pool = self._pools[asyncio.get_running_loop()] = RemotePool(modern=True)
         timeout = (self.call_seconds or 3600.0) + 5.0
+        meta = {FORWARDED: self.replica}
+        if prove is not None:
+            meta[PROOF] = self.prove(prove)
         call = asyncio.ensure_future(
-            pool.call_tool(url, name, arguments, token=token, timeout=timeout, meta={FORWARDED: self.replica})
+            pool.call_tool(url, name, arguments, token=token, timeout=timeout, meta=meta)
         )
         try:
             result = await self._while_alive(call, where.owner)

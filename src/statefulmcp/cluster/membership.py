@@ -70,12 +70,17 @@ class Membership:
         self._conn: psycopg.Connection[Any] | None = None
         self._thread = threading.Thread(target=self._run, name="statefulmcp-lease", daemon=True)
 
+    secret = b""
+    """The replicas' shared secret (kept in the database, made by the first replica to start):
+    what a forwarded call proves it comes from a replica with."""
+
     def start(self) -> None:
         """Register (raising `StoreError` if the database cannot be used) and start renewing."""
         sent = time.monotonic()
         try:
             self._conn = connect(self.url)
             self._conn.execute(_REGISTER, self._params())
+            self.secret = _cluster_secret(self._conn)
         except psycopg.Error as exc:
             raise StoreError(f"--state {redact(self.url)}: cannot register this replica ({exc})") from None
         self.valid_until = sent + self.lease * TRUST
@@ -142,3 +147,14 @@ class Membership:
         finally:
             if self._conn is not None:
                 self._conn.close()
+
+
+def _cluster_secret(conn: psycopg.Connection[Any]) -> bytes:
+    """The secret every replica of this database shares; the first replica to start makes it."""
+    conn.execute(
+        "INSERT INTO statefulmcp_cluster (name, value) VALUES ('forward-secret', %s) ON CONFLICT DO NOTHING",
+        (secrets.token_hex(32),),
+    )
+    row = conn.execute("SELECT value FROM statefulmcp_cluster WHERE name = 'forward-secret'").fetchone()
+    assert row is not None
+    return bytes.fromhex(row[0])

@@ -61,6 +61,10 @@ CREATE TABLE IF NOT EXISTS statefulmcp_claims (
     epoch bigint NOT NULL,
     at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+CREATE TABLE IF NOT EXISTS statefulmcp_cluster (
+    name text PRIMARY KEY,
+    value text NOT NULL
+);
 CREATE TABLE IF NOT EXISTS statefulmcp_commits (
     id bigserial PRIMARY KEY,
     component text NOT NULL,

@@ -35,7 +35,7 @@ from mcp_types import (
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
-from statefulmcp.cluster import FORWARDED
+from statefulmcp.cluster import FORWARDED, PROOF
 from statefulmcp.components import tool_result_text
 from statefulmcp.host import Host
 from statefulmcp.transport.admin import ADMIN_TOOLS, admin_tools, caller_is_admin
@@ -198,6 +198,7 @@ class McpFrontend:
         again), and it may be forwarded on with the caller's own token."""
         meta = ctx.params.get("_meta") if ctx.params else None
         forwarded = meta.get(FORWARDED) if isinstance(meta, Mapping) else None
+        proof = meta.get(PROOF) if isinstance(meta, Mapping) else None
         token = None
         request = getattr(ctx, "request", None)
         if request is not None:
@@ -209,6 +210,7 @@ class McpFrontend:
             forwarded=forwarded if isinstance(forwarded, str) else None,
             token=token,
             session=session,
+            proof=proof if isinstance(proof, str) else None,
         )
         if _wants_progress(ctx):
             return await self._heartbeat(ctx, name, call)
