@@ -24,6 +24,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -35,6 +36,8 @@ log = logging.getLogger("statefulmcp.wasm")
 LINGER_SECONDS = 5.0
 MAX_OPEN_REQUESTS = 64
 _CHUNK = 64 * 1024
+_DISCARD = 64 * 1024 * 1024
+"""Bytes of a refused request body read and dropped before the 413; past it the connection closes."""
 _HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -143,24 +146,41 @@ class _Forward(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     def _request_body(self, limit: int) -> bytes:
+        """The guest's request body, or `_TooLarge` past `limit`. A refused body is still read (up
+        to `_DISCARD` bytes) before the answer: closing a socket with unread data resets it, and
+        the guest would get a protocol error instead of the 413 that says why."""
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in self._body_chunks():
+            size += len(chunk)
+            if size > _DISCARD:
+                self.close_connection = True
+                break
+            if size <= limit:
+                chunks.append(chunk)
+        if size > limit:
+            raise _TooLarge
+        return b"".join(chunks)
+
+    def _body_chunks(self) -> Iterator[bytes]:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks: list[bytes] = []
-            size = 0
             while True:
                 length = int(self.rfile.readline(1024).split(b";")[0].strip() or b"0", 16)
                 if length == 0:
                     while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                         pass  # trailers: dropped
-                    return b"".join(chunks)
-                size += length
-                if size > limit:
-                    raise _TooLarge
-                chunks.append(self.rfile.read(length))
+                    return
+                yield from self._exactly(length)
                 self.rfile.readline(1024)
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > limit:
-            raise _TooLarge
-        return self.rfile.read(length) if length else b""
+        yield from self._exactly(int(self.headers.get("Content-Length") or 0))
+
+    def _exactly(self, length: int) -> Iterator[bytes]:
+        while length > 0:
+            chunk = self.rfile.read(min(length, _CHUNK))
+            if not chunk:
+                return
+            length -= len(chunk)
+            yield chunk
 
     def _response_body(
         self, conn: _Pinned, response: http.client.HTTPResponse, target: Target, deadline: float
