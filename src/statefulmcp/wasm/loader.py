@@ -29,7 +29,7 @@ from statefulmcp.components import (
     ToolSpec,
     snake_case,
 )
-from statefulmcp.wasm import cache, config, http, values
+from statefulmcp.wasm import cache, calls, config, http, values
 from statefulmcp.wasm import engine as engines
 from statefulmcp.wasm.docs import package_docs
 from statefulmcp.wasm.grants import Grants
@@ -111,7 +111,17 @@ def _done() -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text="ok")])
 
 
-def _converter(codec: values.Codec | None) -> tuple[Callable[[Any], CallToolResult], dict[str, Any] | None]:
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What a call returned, and what the host refused during it (requests without a grant)."""
+
+    value: Any
+    refused: tuple[str, ...]
+
+
+def _converter(
+    codec: values.Codec | None,
+) -> tuple[Callable[[_Outcome], CallToolResult], dict[str, Any] | None]:
     """The result converter and output schema of a function returning `codec` (None: nothing)."""
 
     def plain(value_codec: values.Codec | None, value: Any) -> CallToolResult:
@@ -126,20 +136,23 @@ def _converter(codec: values.Codec | None) -> tuple[Callable[[Any], CallToolResu
     if codec is not None and values.is_result(codec):
         result_codec = codec
 
-        def to_result(value: Any) -> CallToolResult:
-            ok, payload_codec, payload = values.split_result(result_codec, value)
+        def to_result(outcome: _Outcome) -> CallToolResult:
+            ok, payload_codec, payload = values.split_result(result_codec, outcome.value)
             if ok:
                 return plain(payload_codec, payload)
             error = None if payload_codec is None else payload_codec.lift(payload)
+            said = "error" if error is None else _text(error)
+            # The guest's error may not say why (componentize-js drops a refusal's message): the
+            # host's refusals of this call are added to the text, the error value stays as it is.
             return CallToolResult(
-                content=[TextContent(type="text", text="error" if error is None else _text(error))],
+                content=[TextContent(type="text", text=calls.told(outcome.refused, said))],
                 structured_content={"error": error},
                 is_error=True,
             )
 
         return to_result, _output_schema(values.result_ok(result_codec))
 
-    return (lambda value: plain(codec, value)), _output_schema(codec)
+    return (lambda outcome: plain(codec, outcome.value)), _output_schema(codec)
 
 
 def _tool(name: str, export: _Export, source: Path, described: str | None) -> ToolSpec:
@@ -163,8 +176,9 @@ def _tool(name: str, export: _Export, source: Path, described: str | None) -> To
             raise ToolInputError(f"field {extra!r}: unknown argument")
         return lowered
 
-    def call(instance: WasmInstance, arguments: dict[str, Any]) -> Any:
-        return instance.call(export.qualified, export.index, [arguments[param] for param in names])
+    def call(instance: WasmInstance, arguments: dict[str, Any]) -> _Outcome:
+        value = instance.call(export.qualified, export.index, [arguments[param] for param in names])
+        return _Outcome(value, instance.refused)
 
     return ToolSpec(
         name=name,
