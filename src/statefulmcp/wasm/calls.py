@@ -9,7 +9,7 @@ function runs on the calling thread).
 It also keeps what the host refused during the call (`wasi:http` requests without a grant), so
 that the caller is told even when the guest's toolchain drops the reason: componentize-js turns
 every failed `fetch()` into "An error occurred while using the host API", whatever the error
-says. An error result or a trap of that call then carries the refusals too.
+says. An `err` or a trap of that call then carries the refusals its error does not name.
 """
 
 from __future__ import annotations
@@ -28,9 +28,14 @@ MAX_REFUSALS = 3
 """Refusals kept per call: a guest retrying in a loop must not grow an error without bound."""
 
 
+def unsaid(refused: tuple[str, ...] | list[str], message: str) -> list[str]:
+    """The refusals `message` does not name: it names one if it says "outgoing request to HOST refused"."""
+    return [why for why in refused if why.partition(" refused")[0] + " refused" not in message]
+
+
 def told(refused: tuple[str, ...] | list[str], message: str) -> str:
-    """`message` followed by each refusal it does not already say, one a line."""
-    missing = [why for why in refused if why not in message]
+    """`message` followed by each refusal it does not already name, one a line."""
+    missing = unsaid(refused, message)
     return "\n".join([message, *(f"The host refused during this call: {why}" for why in missing)])
 
 

@@ -20,6 +20,7 @@ from mcp_types import CallToolResult, TextContent
 from wasmtime import component as wc
 
 from statefulmcp._confined import ComponentFile
+from statefulmcp._errors import ToolCallError
 from statefulmcp.components import (
     ComponentError,
     ComponentSpec,
@@ -111,17 +112,7 @@ def _done() -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text="ok")])
 
 
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    """What a call returned, and what the host refused during it (requests without a grant)."""
-
-    value: Any
-    refused: tuple[str, ...]
-
-
-def _converter(
-    codec: values.Codec | None,
-) -> tuple[Callable[[_Outcome], CallToolResult], dict[str, Any] | None]:
+def _converter(codec: values.Codec | None) -> tuple[Callable[[Any], CallToolResult], dict[str, Any] | None]:
     """The result converter and output schema of a function returning `codec` (None: nothing)."""
 
     def plain(value_codec: values.Codec | None, value: Any) -> CallToolResult:
@@ -136,29 +127,27 @@ def _converter(
     if codec is not None and values.is_result(codec):
         result_codec = codec
 
-        def to_result(outcome: _Outcome) -> CallToolResult:
-            ok, payload_codec, payload = values.split_result(result_codec, outcome.value)
+        def to_result(value: Any) -> CallToolResult:
+            ok, payload_codec, payload = values.split_result(result_codec, value)
             if ok:
                 return plain(payload_codec, payload)
             error = None if payload_codec is None else payload_codec.lift(payload)
-            said = "error" if error is None else _text(error)
-            # The guest's error may not say why (componentize-js drops a refusal's message): the
-            # host's refusals of this call are added to the text, the error value stays as it is.
             return CallToolResult(
-                content=[TextContent(type="text", text=calls.told(outcome.refused, said))],
+                content=[TextContent(type="text", text="error" if error is None else _text(error))],
                 structured_content={"error": error},
                 is_error=True,
             )
 
         return to_result, _output_schema(values.result_ok(result_codec))
 
-    return (lambda outcome: plain(codec, outcome.value)), _output_schema(codec)
+    return (lambda value: plain(codec, value)), _output_schema(codec)
 
 
 def _tool(name: str, export: _Export, source: Path, described: str | None) -> ToolSpec:
     params = [(param, values.codec_for(ty)) for param, ty in export.ty.params]
-    result_ty = export.ty.result
-    to_result, output_schema = _converter(None if result_ty is None else values.codec_for(result_ty))
+    result_codec = None if export.ty.result is None else values.codec_for(export.ty.result)
+    to_result, output_schema = _converter(result_codec)
+    refusable = result_codec if result_codec is not None and values.is_result(result_codec) else None
     names = [param for param, _ in params]
     known = frozenset(names)
 
@@ -176,9 +165,16 @@ def _tool(name: str, export: _Export, source: Path, described: str | None) -> To
             raise ToolInputError(f"field {extra!r}: unknown argument")
         return lowered
 
-    def call(instance: WasmInstance, arguments: dict[str, Any]) -> _Outcome:
+    def call(instance: WasmInstance, arguments: dict[str, Any]) -> Any:
         value = instance.call(export.qualified, export.index, [arguments[param] for param in names])
-        return _Outcome(value, instance.refused)
+        if refusable is not None and instance.refused:
+            ok, payload_codec, payload = values.split_result(refusable, value)
+            error = "error" if ok or payload_codec is None else _text(payload_codec.lift(payload))
+            if not ok and calls.unsaid(instance.refused, error):
+                # The guest's error does not say why (componentize-js's fetch() drops a refusal's
+                # message): the call fails with the guest's error and the host's refusals.
+                raise ToolCallError(calls.told(instance.refused, error))
+        return value
 
     return ToolSpec(
         name=name,
