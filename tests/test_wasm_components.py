@@ -371,8 +371,14 @@ def test_bad_files_fail_the_load_with_what_to_do(tmp_path: Path) -> None:
 def test_compiled_components_are_cached_and_a_corrupt_entry_is_recompiled(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import gc
+
     cache = tmp_path / "cache"
     monkeypatch.setenv("STATEFULMCP_CACHE_DIR", str(cache))
+    # Compiled code is shared in memory while anything holds it, and an earlier test's trap can
+    # leave it held by a reference cycle (pytest's ExceptionInfo and the traceback's frames)
+    # until the collector runs: collect now, so that this load compiles and writes the entry.
+    gc.collect()
     component(tmp_path, "counter")
     (entry,) = (cache / "wasm").glob("*.cwasm")
     stamp = entry.stat().st_mtime_ns

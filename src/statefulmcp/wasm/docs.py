@@ -9,8 +9,8 @@ custom section named `package-docs`: one version byte (0 or 1) and then JSON,
 
 where `docs` of a function is a string (version 0) or `{"docs": string, "stability": ...}`
 (version 1). `wasm-tools component wit --wasm` writes it, and `wit-docs-inject` (what wassette's
-examples use) adds it to a built component; componentize-py and `jco componentize` leave it out
-today. A section that is missing or unreadable only means generic descriptions, never a failed load.
+examples use) adds it to a built component; componentize-py and componentize-js (what `jco
+componentize` runs) leave it out today. A section that is missing or unreadable only means generic descriptions, never a failed load.
 """
 
 from __future__ import annotations

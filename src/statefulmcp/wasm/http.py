@@ -135,6 +135,7 @@ def _handle(store: Any, request: wc.ResourceAny, options: wc.ResourceAny | None)
         authority, prefix = gate.register(target)
     except NetworkDenied as exc:
         log.warning("wasm component %r: %s", running.component, exc)
+        running.refuse(str(exc))
         request.drop(store)
         if options is not None:
             options.drop(store)

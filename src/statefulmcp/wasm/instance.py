@@ -122,16 +122,23 @@ class WasmInstance:
             assert func is not None, f"{export} is not a function export"
             self._funcs[export] = func
         self._arm(store)
+        self._running.refused.clear()
         engines.ticker.enter()
         running = calls.current.set(self._running)
         try:
             return func(store, *args)
         except wasmtime.WasmtimeError as exc:
             log.warning("wasm component %r trapped in %s: %s", self._blueprint.name, export, exc)
-            raise InstanceLost(self._lost_message(exc, starting=False)) from None
+            lost = self._lost_message(exc, starting=False)
+            raise InstanceLost(calls.told(self._running.refused, lost)) from None
         finally:
             calls.current.reset(running)
             engines.ticker.leave()
+
+    @property
+    def refused(self) -> tuple[str, ...]:
+        """What the host refused during the last call (see `calls.Running.refused`)."""
+        return tuple(self._running.refused)
 
     def _arm(self, store: wasmtime.Store) -> None:
         limits = self._policy.limits

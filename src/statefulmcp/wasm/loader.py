@@ -20,6 +20,7 @@ from mcp_types import CallToolResult, TextContent
 from wasmtime import component as wc
 
 from statefulmcp._confined import ComponentFile
+from statefulmcp._errors import ToolCallError
 from statefulmcp.components import (
     ComponentError,
     ComponentSpec,
@@ -29,7 +30,7 @@ from statefulmcp.components import (
     ToolSpec,
     snake_case,
 )
-from statefulmcp.wasm import cache, config, http, values
+from statefulmcp.wasm import cache, calls, config, http, values
 from statefulmcp.wasm import engine as engines
 from statefulmcp.wasm.docs import package_docs
 from statefulmcp.wasm.grants import Grants
@@ -144,8 +145,9 @@ def _converter(codec: values.Codec | None) -> tuple[Callable[[Any], CallToolResu
 
 def _tool(name: str, export: _Export, source: Path, described: str | None) -> ToolSpec:
     params = [(param, values.codec_for(ty)) for param, ty in export.ty.params]
-    result_ty = export.ty.result
-    to_result, output_schema = _converter(None if result_ty is None else values.codec_for(result_ty))
+    result_codec = None if export.ty.result is None else values.codec_for(export.ty.result)
+    to_result, output_schema = _converter(result_codec)
+    refusable = result_codec if result_codec is not None and values.is_result(result_codec) else None
     names = [param for param, _ in params]
     known = frozenset(names)
 
@@ -164,7 +166,15 @@ def _tool(name: str, export: _Export, source: Path, described: str | None) -> To
         return lowered
 
     def call(instance: WasmInstance, arguments: dict[str, Any]) -> Any:
-        return instance.call(export.qualified, export.index, [arguments[param] for param in names])
+        value = instance.call(export.qualified, export.index, [arguments[param] for param in names])
+        if refusable is not None and instance.refused:
+            ok, payload_codec, payload = values.split_result(refusable, value)
+            error = "error" if ok or payload_codec is None else _text(payload_codec.lift(payload))
+            if not ok and calls.unsaid(instance.refused, error):
+                # The guest's error does not say why (componentize-js's fetch() drops a refusal's
+                # message): the call fails with the guest's error and the host's refusals.
+                raise ToolCallError(calls.told(instance.refused, error))
+        return value
 
     return ToolSpec(
         name=name,
