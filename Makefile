@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint bench bench-smoke clean
+.PHONY: run test lint bench bench-smoke conformance clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,11 @@ bench-smoke: $(TEST_STAMP)
 
 bench: $(TEST_STAMP)
 	$(BIN)/python -m benchmarks $(if $(QUICK),--quick,)
+
+# The official MCP conformance suite (pinned, with the Node 22 it needs, in .venv/conformance)
+# against tests/conformance/everything.py; prints each scenario and the pass count.
+conformance: $(TEST_STAMP)
+	$(BIN)/python tests/conformance/harness.py
 
 clean:
 	rm -rf $(VENV)

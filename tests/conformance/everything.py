@@ -1,0 +1,72 @@
+"""The component the MCP conformance suite (`make conformance`) is run against.
+
+Written with statefulmcp's public API only, as a user would write it: each tool or prompt
+is the one a scenario of `@modelcontextprotocol/conformance` asks for by name
+(`test_<name>`, so the component is called `test`). Content blocks are the SDK's types.
+"""
+
+from __future__ import annotations
+
+from mcp.types import (
+    AudioContent,
+    EmbeddedResource,
+    ImageContent,
+    TextContent,
+    TextResourceContents,
+)
+
+from statefulmcp import component, tool
+
+# A 1x1 red PNG and a tiny WAV header, base64: the smallest payloads the scenarios accept.
+RED_PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+SILENCE = "UklGRiQAAABXQVZFZm10IBAAAAABAAEAQB8AAIA+AAACABAAZGF0YQAAAAA="
+
+
+def _resource() -> EmbeddedResource:
+    return EmbeddedResource(
+        type="resource",
+        resource=TextResourceContents(
+            uri="test://embedded-resource",
+            mime_type="text/plain",
+            text="This is an embedded resource content.",
+        ),
+    )
+
+
+@component(name="test")
+class Everything:
+    """Every tool the conformance suite's server scenarios call."""
+
+    @tool
+    def simple_text(self) -> str:
+        """Returns a simple text response."""
+        return "This is a simple text response for testing."
+
+    @tool
+    def image_content(self) -> ImageContent:
+        """Returns a 1x1 red PNG."""
+        return ImageContent(type="image", data=RED_PIXEL, mime_type="image/png")
+
+    @tool
+    def audio_content(self) -> AudioContent:
+        """Returns a silent WAV."""
+        return AudioContent(type="audio", data=SILENCE, mime_type="audio/wav")
+
+    @tool
+    def embedded_resource(self) -> EmbeddedResource:
+        """Returns an embedded text resource."""
+        return _resource()
+
+    @tool
+    def multiple_content_types(self) -> list[TextContent | ImageContent | EmbeddedResource]:
+        """Returns text, an image and a resource in one result."""
+        return [
+            TextContent(type="text", text="Multiple content types test:"),
+            ImageContent(type="image", data=RED_PIXEL, mime_type="image/png"),
+            _resource(),
+        ]
+
+    @tool
+    def error_handling(self) -> str:
+        """Always fails, so the client sees an error result."""
+        raise RuntimeError("This tool intentionally returns an error for testing")
