@@ -157,13 +157,16 @@ async def http_session(
 
 
 @asynccontextmanager
-async def stdio_session(*args: str | Path, cwd: Path | None = None) -> AsyncIterator[ClientSession]:
+async def stdio_session(
+    *args: str | Path, cwd: Path | None = None, **kwargs: Any
+) -> AsyncIterator[ClientSession]:
+    """An initialized `ClientSession` over stdio; `kwargs` go to `ClientSession` (callbacks)."""
     params = StdioServerParameters(
         command=sys.executable,
         args=["-m", "statefulmcp.cli", "serve", *map(str, args), "--stdio"],
         cwd=str(cwd) if cwd else None,
     )
-    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+    async with stdio_client(params) as (read, write), ClientSession(read, write, **kwargs) as session:
         await session.initialize()
         yield session
 

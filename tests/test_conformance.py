@@ -14,6 +14,7 @@ from conformance import harness
 
 PASSING = {
     "server-initialize",
+    "logging-set-level",
     "ping",
     "tools-list",
     "tools-call-simple-text",
@@ -22,6 +23,8 @@ PASSING = {
     "tools-call-embedded-resource",
     "tools-call-mixed-content",
     "tools-call-error",
+    "tools-call-with-logging",
+    "tools-call-with-progress",
     "server-sse-polling",
     "server-sse-multiple-streams",
     "dns-rebinding-protection",

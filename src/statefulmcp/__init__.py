@@ -17,6 +17,7 @@ from statefulmcp._errors import (
     ToolResultError,
 )
 from statefulmcp._options import LoadOptions
+from statefulmcp.context import Context
 from statefulmcp.host import ComponentInfo, Host
 from statefulmcp.remote import Remote
 
@@ -30,6 +31,7 @@ __all__ = [
     "ActivationError",
     "ComponentError",
     "ComponentInfo",
+    "Context",
     "Host",
     "HostStateError",
     "InstanceLost",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import typing
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from pydantic import ValidationError
 
 from statefulmcp._errors import ComponentError, InstanceLost, ToolInputError, ToolResultError
 from statefulmcp._options import Activation, Durability, LoadOptions, check_seconds
+from statefulmcp.context import Context, current
 
 __all__ = [
     "Activation",
@@ -360,14 +362,38 @@ def _unsendable(tool_name: str, value: Any, exc: Exception) -> str:
     )
 
 
+def context_parameter(fn: Callable[..., Any], qualified: str) -> str | None:
+    """The name of `fn`'s parameter annotated `Context`, if it has one (at most one may)."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - unresolvable hints: then the schema builder says what is wrong
+        return None
+    names = [name for name, hint in hints.items() if hint is Context and name != "return"]
+    if len(names) > 1:
+        raise ComponentError(f"{qualified} declares {len(names)} Context parameters; one is enough")
+    return names[0] if names else None
+
+
 def _tool_spec(fn: Callable[..., Any], decl: ToolDecl, *, method: bool, qualified: str) -> ToolSpec:
     short = decl.name or fn.__name__
+    is_async = inspect.iscoroutinefunction(fn)
+    context = context_parameter(fn, qualified)
+    if context is not None and not is_async:
+        raise ComponentError(
+            f"{qualified} takes a Context, whose log and report_progress are awaited; make it `async def`"
+        )
+    skip = (("self",) if method else ()) + ((context,) if context else ())
     try:
-        meta = func_metadata(fn, skip_names=("self",) if method else ())
+        meta = func_metadata(fn, skip_names=skip)
     except Exception as exc:
         raise ComponentError(f"cannot build a schema for {qualified}: {exc}") from exc
-    is_async = inspect.iscoroutinefunction(fn)
-    if method:
+    if context is not None:
+
+        def call(instance: Any, arguments: dict[str, Any]) -> Any:
+            passed = {**arguments, context: current()}
+            return fn(instance, **passed) if method else fn(**passed)
+
+    elif method:
 
         def call(instance: Any, arguments: dict[str, Any]) -> Any:
             return fn(instance, **arguments)

@@ -7,6 +7,8 @@ is the one a scenario of `@modelcontextprotocol/conformance` asks for by name
 
 from __future__ import annotations
 
+import asyncio
+
 from mcp.types import (
     AudioContent,
     EmbeddedResource,
@@ -15,7 +17,7 @@ from mcp.types import (
     TextResourceContents,
 )
 
-from statefulmcp import component, tool
+from statefulmcp import Context, component, tool
 
 # A 1x1 red PNG and a tiny WAV header, base64: the smallest payloads the scenarios accept.
 RED_PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
@@ -70,3 +72,22 @@ class Everything:
     def error_handling(self) -> str:
         """Always fails, so the client sees an error result."""
         raise RuntimeError("This tool intentionally returns an error for testing")
+
+    @tool
+    async def tool_with_logging(self, ctx: Context) -> str:
+        """Sends three log messages while it runs."""
+        await ctx.log("info", "Tool execution started")
+        await asyncio.sleep(0.05)
+        await ctx.log("info", "Tool processing data")
+        await asyncio.sleep(0.05)
+        await ctx.log("info", "Tool execution completed")
+        return "Tool with logging executed successfully"
+
+    @tool
+    async def tool_with_progress(self, ctx: Context) -> str:
+        """Reports progress 0, 50 and 100 of 100 while it runs."""
+        for done in (0, 50, 100):
+            await ctx.report_progress(done, 100)
+            if done < 100:
+                await asyncio.sleep(0.05)
+        return "Tool with progress executed successfully"

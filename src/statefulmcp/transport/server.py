@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+import warnings
 import weakref
 from collections.abc import Coroutine, Mapping
 from importlib.metadata import PackageNotFoundError, version
@@ -20,21 +21,27 @@ from pathlib import Path
 from typing import Any
 
 from mcp.server import NotificationOptions, Server, ServerRequestContext
-from mcp.server.connection import Connection
+from mcp.server.connection import Connection, allowed_log_levels
 from mcp.server.context import CallNext, HandlerResult
 from mcp.server.models import InitializationOptions
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import (
     INVALID_PARAMS,
     CallToolRequestParams,
     CallToolResult,
+    EmptyResult,
     ListToolsResult,
+    LoggingLevel,
+    LoggingMessageNotification,
+    LoggingMessageNotificationParams,
     PaginatedRequestParams,
+    SetLevelRequestParams,
     Tool,
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
+from statefulmcp import context
 from statefulmcp.cluster import FORWARDED, PROOF
 from statefulmcp.components import tool_result_text
 from statefulmcp.host import Host
@@ -45,6 +52,9 @@ log = logging.getLogger("statefulmcp.transport")
 
 _ENDING = "statefulmcp/session-end"
 """The `Connection.state` mark of a session whose end the host hears of (registered once)."""
+
+_LOG_LEVEL = "statefulmcp/log-level"
+"""The `Connection.state` entry of the least severe level its client asked for (`logging/setLevel`)."""
 
 HEARTBEAT_SECONDS = 2.0
 """How often a call whose client sent a progress token hears that it is still running."""
@@ -84,14 +94,19 @@ class McpFrontend:
         self._connections: weakref.WeakSet[Connection] = weakref.WeakSet()
         self._listing: ListToolsResult | None = None
         self._schemas: dict[str, dict[str, Any]] = {}
-        self.server = _Server(
-            "statefulmcp",
-            version=_version(),
-            get_tool_input_schema=self._input_schema,
-            on_list_tools=self._list_tools,
-            on_call_tool=self._call_tool,
-            on_subscriptions_listen=ListenHandler(self.bus),
-        )
+        with warnings.catch_warnings():
+            # `logging/setLevel` is gone from 2026-07-28 on, which the SDK warns of when given a
+            # handler; handshake-era clients still use it, and modern ones never send it.
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            self.server = _Server(
+                "statefulmcp",
+                version=_version(),
+                get_tool_input_schema=self._input_schema,
+                on_list_tools=self._list_tools,
+                on_call_tool=self._call_tool,
+                on_set_logging_level=self._set_logging_level,
+                on_subscriptions_listen=ListenHandler(self.bus),
+            )
         # The SDK's only default middleware is OpenTelemetry's ("drop it from this list to opt out",
         # says `Server.__init__`); the public list is replaced rather than filtered by a private class.
         self.server.middleware[:] = [self._track_sessions]
@@ -151,6 +166,17 @@ class McpFrontend:
                 log.debug("could not notify a session of the tool change: %s", exc)
                 self._connections.discard(connection)
 
+    # -- logging ----------------------------------------------------------------------------
+
+    async def _set_logging_level(
+        self, ctx: ServerRequestContext[Any], params: SetLevelRequestParams
+    ) -> EmptyResult:
+        """Keep the level on the connection: it holds for the client's session, every call of it."""
+        connection = _connection(ctx)
+        if connection is not None:
+            connection.state[_LOG_LEVEL] = params.level
+        return EmptyResult()
+
     # -- calls ------------------------------------------------------------------------------
 
     async def _call_tool(
@@ -171,6 +197,7 @@ class McpFrontend:
                 error=True,
             )
         session = self._session_of(ctx)
+        context.begin(context.Context(_RequestCaller(ctx), asyncio.get_running_loop()))
         if self.host.cluster is not None:
             return await self._call_replicated(ctx, name, arguments, session)
         if _wants_progress(ctx):
@@ -232,6 +259,8 @@ class McpFrontend:
                 if done:
                     return call.result()
                 elapsed = time.monotonic() - started
+                if context.current().reported:
+                    continue  # the tool reports its own progress; ours would break its order
                 try:
                     await ctx.session.report_progress(
                         elapsed, None, f"{name}: still running after {elapsed:.0f} s"
@@ -241,6 +270,34 @@ class McpFrontend:
         finally:
             if not call.done():
                 call.cancel()
+
+
+class _RequestCaller:
+    """The caller of one `tools/call`, as a tool's `Context` reaches it: on the request's stream."""
+
+    __slots__ = ("_ctx",)
+
+    def __init__(self, ctx: ServerRequestContext[Any]) -> None:
+        self._ctx = ctx
+
+    async def log(self, level: LoggingLevel, data: Any, logger: str | None) -> None:
+        ctx = self._ctx
+        meta = ctx.params.get("_meta") if ctx.params else None
+        # From 2026-07-28 the request's own `_meta` says which levels its client wants; before,
+        # the SDK allows every level and the session's `logging/setLevel` decides.
+        if level not in allowed_log_levels(ctx.protocol_version, meta if isinstance(meta, Mapping) else None):
+            return
+        connection = _connection(ctx)
+        least = connection.state.get(_LOG_LEVEL) if connection is not None else None
+        if least in context.LEVELS and context.LEVELS.index(level) < context.LEVELS.index(least):
+            return
+        notification = LoggingMessageNotification(
+            params=LoggingMessageNotificationParams(level=level, data=data, logger=logger)
+        )
+        await ctx.session.send_notification(notification, related_request_id=ctx.request_id)
+
+    async def progress(self, progress: float, total: float | None, message: str | None) -> None:
+        await self._ctx.session.report_progress(progress, total, message)
 
 
 def _connection(ctx: ServerRequestContext[Any, Any]) -> Connection | None:
