@@ -28,6 +28,11 @@ PASSING = {
     "server-sse-polling",
     "server-sse-multiple-streams",
     "dns-rebinding-protection",
+    "prompts-list",
+    "prompts-get-simple",
+    "prompts-get-with-args",
+    "prompts-get-embedded-resource",
+    "prompts-get-with-image",
 }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
 import pytest
+from mcp.types import CallToolResult
 
 from statefulmcp.components import (
     ComponentError,
@@ -50,7 +51,7 @@ def tool(spec: ComponentSpec, name: str) -> ToolSpec:
 def call(spec: ComponentSpec, instance: Any, name: str, **arguments: Any) -> Any:
     """Validate, call and convert, as the host does; returns the structured content or the error."""
     t = tool(spec, name)
-    result = t.to_result(t.call(instance, t.validate(arguments)))
+    result: CallToolResult = t.to_result(t.call(instance, t.validate(arguments)))
     if result.is_error:
         return ("error", result.structured_content, result.content[0].text)  # type: ignore[union-attr]
     if t.output_schema is not None:

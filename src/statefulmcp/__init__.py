@@ -24,7 +24,7 @@ from statefulmcp.remote import Remote
 # isort: off
 # Last: importing the host imports the submodule `statefulmcp.background`, which would otherwise
 # shadow the decorator of the same name on this package.
-from statefulmcp.components import Stateful, background, component, tool
+from statefulmcp.components import Stateful, background, component, prompt, tool
 # isort: on
 
 __all__ = [
@@ -47,5 +47,6 @@ __all__ = [
     "ToolResultError",
     "background",
     "component",
+    "prompt",
     "tool",
 ]

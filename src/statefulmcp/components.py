@@ -19,8 +19,8 @@ from typing import Any, Protocol, TypeVar, overload
 
 import pydantic_core
 from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata, func_metadata
-from mcp_types import CallToolResult, TextContent
-from pydantic import ValidationError
+from mcp_types import CallToolResult, GetPromptResult, PromptArgument, PromptMessage, TextContent
+from pydantic import TypeAdapter, ValidationError
 
 from statefulmcp._errors import ComponentError, InstanceLost, ToolInputError, ToolResultError
 from statefulmcp._options import Activation, Durability, LoadOptions, check_seconds
@@ -33,6 +33,7 @@ __all__ = [
     "Durability",
     "InstanceLost",
     "LoadOptions",
+    "PromptSpec",
     "ToolInputError",
     "ToolResultError",
     "ToolSpec",
@@ -41,6 +42,7 @@ __all__ = [
 _TOOL_ATTR = "__statefulmcp_tool__"
 _COMPONENT_ATTR = "__statefulmcp_component__"
 _BACKGROUND_ATTR = "__statefulmcp_background__"
+_PROMPT_ATTR = "__statefulmcp_prompt__"
 
 # Names of the hooks a stateful component may define; they are never exposed as tools.
 LIFECYCLE_HOOKS = ("on_activate", "on_deactivate")
@@ -53,6 +55,14 @@ class ToolDecl:
     name: str | None
     description: str | None
     timeout: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PromptDecl:
+    """What `@prompt` records on a function."""
+
+    name: str | None
+    description: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +96,24 @@ class ToolSpec:
     validate: Callable[[dict[str, Any]], dict[str, Any]]
     call: Callable[[Any, dict[str, Any]], Any]
     is_async: bool
-    to_result: Callable[[Any], CallToolResult]
+    to_result: Callable[[Any], Any]
+    """Converts the value inside the turn: to a `CallToolResult` (a prompt's body: a `GetPromptResult`)."""
     timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PromptSpec:
+    """One prompt of a component: what `prompts/list` shows, and `body`, which runs it.
+
+    The body is a `ToolSpec` whose result is a `GetPromptResult`, so a prompt takes the path a
+    tool does: validated arguments, a turn of its instance (or a fresh stateless object), a
+    conversion inside that turn.
+    """
+
+    name: str
+    description: str
+    arguments: tuple[PromptArgument, ...]
+    body: ToolSpec
 
 
 class Permissions(Protocol):
@@ -104,6 +130,7 @@ class ComponentSpec:
     source: str
     tools: tuple[ToolSpec, ...]
     new_instance: Callable[[], Any]
+    prompts: tuple[PromptSpec, ...] = ()
     stateful: bool = False
     key: str | None = None
     handles: bool = False
@@ -165,6 +192,29 @@ def tool(
         if not callable(f):
             raise ComponentError(f"@tool decorates a function or method, not {f!r}")
         setattr(f, _TOOL_ATTR, ToolDecl(name=name, description=description, timeout=timeout))
+        return f
+
+    return mark(fn) if fn is not None else mark
+
+
+@overload
+def prompt(fn: _F, /) -> _F: ...
+@overload
+def prompt(*, name: str | None = None, description: str | None = None) -> Callable[[_F], _F]: ...
+def prompt(
+    fn: _F | None = None, /, *, name: str | None = None, description: str | None = None
+) -> _F | Callable[[_F], _F]:
+    """Expose a method of a `@component` class (or a module-level function) as an MCP prompt.
+
+    Its arguments come from the type hints (clients send them as text, parsed as for a tool),
+    the description from the docstring. It returns a `str` (one user message), or a list of
+    messages: the SDK's `PromptMessage`s (or dicts of that shape; a `str` item is a user message).
+    """
+
+    def mark(f: _F) -> _F:
+        if not callable(f):
+            raise ComponentError(f"@prompt decorates a function or method, not {f!r}")
+        setattr(f, _PROMPT_ATTR, PromptDecl(name=name, description=description))
         return f
 
     return mark(fn) if fn is not None else mark
@@ -280,7 +330,7 @@ def snake_case(name: str) -> str:
     return re.sub(r"[^0-9a-zA-Z_]+", "_", name).strip("_").lower()
 
 
-def _description(fn: Callable[..., Any], decl: ToolDecl) -> str:
+def _description(fn: Callable[..., Any], decl: ToolDecl | PromptDecl) -> str:
     return decl.description or inspect.cleandoc(fn.__doc__ or "") or fn.__name__
 
 
@@ -374,7 +424,15 @@ def context_parameter(fn: Callable[..., Any], qualified: str) -> str | None:
     return names[0] if names else None
 
 
-def _tool_spec(fn: Callable[..., Any], decl: ToolDecl, *, method: bool, qualified: str) -> ToolSpec:
+def _tool_spec(
+    fn: Callable[..., Any],
+    decl: ToolDecl,
+    *,
+    method: bool,
+    qualified: str,
+    convert: Callable[[FuncMetadata, str], Callable[[Any], Any]] | None = None,
+) -> ToolSpec:
+    """The spec of a tool, or with `convert` (which makes the result converter) of a prompt's body."""
     short = decl.name or fn.__name__
     is_async = inspect.iscoroutinefunction(fn)
     context = context_parameter(fn, qualified)
@@ -412,9 +470,47 @@ def _tool_spec(fn: Callable[..., Any], decl: ToolDecl, *, method: bool, qualifie
         validate=_validator(meta),
         call=call,
         is_async=is_async,
-        to_result=_converter(meta, short),
+        to_result=(convert or _converter)(meta, short),
         timeout=decl.timeout,
     )
+
+
+_MESSAGES: TypeAdapter[list[PromptMessage]] = TypeAdapter(list[PromptMessage])
+
+
+def _prompt_spec(fn: Callable[..., Any], decl: PromptDecl, *, method: bool, qualified: str) -> PromptSpec:
+    description = _description(fn, decl)
+
+    def convert(meta: FuncMetadata, name: str) -> Callable[[Any], GetPromptResult]:
+        def to_result(value: Any) -> GetPromptResult:
+            refuse_lazy(name, value)
+            items = value if isinstance(value, list) else [value]
+            try:
+                messages = _MESSAGES.validate_python(
+                    [_user_message(item) if isinstance(item, str) else item for item in items]
+                )
+            except ValidationError as exc:
+                raise ToolResultError(
+                    f"prompt {name!r} returned {type(value).__name__}, not messages; return a str or a list "
+                    f"of PromptMessage ({exc.error_count()} problems: {exc.errors()[0]['msg']})"
+                ) from None
+            return GetPromptResult(description=description, messages=messages)
+
+        return to_result
+
+    body = _tool_spec(
+        fn, ToolDecl(decl.name, description, None), method=method, qualified=qualified, convert=convert
+    )
+    required = set(body.input_schema.get("required", ()))
+    arguments = tuple(
+        PromptArgument(name=arg, description=field.get("description"), required=arg in required)
+        for arg, field in body.input_schema.get("properties", {}).items()
+    )
+    return PromptSpec(name=body.name, description=description, arguments=arguments, body=body)
+
+
+def _user_message(text: str) -> PromptMessage:
+    return PromptMessage(role="user", content=TextContent(type="text", text=text))
 
 
 def tool_result_text(text: str, *, error: bool = False) -> CallToolResult:
@@ -426,8 +522,8 @@ def _check_key(name: str, key: str, tools: tuple[ToolSpec, ...]) -> None:
     missing = [spec.name for spec in tools if key not in spec.input_schema.get("properties", {})]
     if missing:
         raise ComponentError(
-            f"component {name!r} is keyed by {key!r}, but its tools {', '.join(map(repr, missing))} have no "
-            f"{key!r} argument; add `{key}: str` to every tool of the component, or load it with another key"
+            f"component {name!r} is keyed by {key!r}, but its tools or prompts {', '.join(map(repr, missing))} "
+            f"have no {key!r} argument; add `{key}: str` to every one of them, or load it with another key"
         )
 
 
@@ -439,6 +535,7 @@ def spec_from_class(cls: type, source: str, options: LoadOptions | None = None) 
     opts = (options or LoadOptions()).over(decl.options)
     name = opts.name or snake_case(cls.__name__)
     tools: list[ToolSpec] = []
+    prompts: list[PromptSpec] = []
     backgrounds: list[tuple[str, BackgroundDecl]] = []
     for attr, member in inspect.getmembers(cls, predicate=inspect.isfunction):
         tool_decl: ToolDecl | None = getattr(member, _TOOL_ATTR, None)
@@ -446,13 +543,18 @@ def spec_from_class(cls: type, source: str, options: LoadOptions | None = None) 
             if attr in LIFECYCLE_HOOKS:
                 raise ComponentError(f"{cls.__qualname__}.{attr} is a lifecycle hook and cannot be a @tool")
             tools.append(_tool_spec(member, tool_decl, method=True, qualified=f"{cls.__qualname__}.{attr}"))
+        prompt_decl: PromptDecl | None = getattr(member, _PROMPT_ATTR, None)
+        if prompt_decl is not None:
+            prompts.append(
+                _prompt_spec(member, prompt_decl, method=True, qualified=f"{cls.__qualname__}.{attr}")
+            )
         bg: BackgroundDecl | None = getattr(member, _BACKGROUND_ATTR, None)
         if bg is not None:
             backgrounds.append((attr, bg))
     stateful, key, handles = opts.instance_model()
     per_session = bool(opts.per_session)
-    if not tools and not handles:
-        raise ComponentError(f"component {name!r} ({cls.__qualname__}) has no @tool methods")
+    if not tools and not prompts and not handles:
+        raise ComponentError(f"component {name!r} ({cls.__qualname__}) has no @tool or @prompt methods")
     if (key or handles) and not stateful:
         raise ComponentError(
             f"component {name!r} sets key={key!r} but is not stateful; keys select instances of a "
@@ -461,12 +563,13 @@ def spec_from_class(cls: type, source: str, options: LoadOptions | None = None) 
     if backgrounds and not stateful:
         raise ComponentError(f"component {name!r} has @background methods, which need stateful=True")
     if key and not per_session:
-        _check_key(name, key, tuple(tools))
+        _check_key(name, key, (*tools, *(p.body for p in prompts)))
     return ComponentSpec(
         name=name,
         source=source,
         tools=tuple(tools),
         new_instance=cls,
+        prompts=tuple(prompts),
         stateful=stateful,
         key=key,
         handles=handles,
@@ -488,7 +591,7 @@ class _ModuleTools:
 def spec_from_functions(
     name: str, functions: list[Callable[..., Any]], source: str, options: LoadOptions | None = None
 ) -> ComponentSpec:
-    """A stateless component made of module-level `@tool` functions."""
+    """A stateless component made of module-level `@tool` and `@prompt` functions."""
     opts = options or LoadOptions()
     if opts.stateful or opts.key or opts.handles or opts.per_session:
         raise ComponentError(
@@ -498,8 +601,16 @@ def spec_from_functions(
     tools = tuple(
         _tool_spec(fn, getattr(fn, _TOOL_ATTR), method=False, qualified=f"{source}:{fn.__name__}")
         for fn in functions
+        if hasattr(fn, _TOOL_ATTR)
     )
-    return ComponentSpec(name=opts.name or name, source=source, tools=tools, new_instance=_ModuleTools)
+    prompts = tuple(
+        _prompt_spec(fn, getattr(fn, _PROMPT_ATTR), method=False, qualified=f"{source}:{fn.__name__}")
+        for fn in functions
+        if hasattr(fn, _PROMPT_ATTR)
+    )
+    return ComponentSpec(
+        name=opts.name or name, source=source, tools=tools, new_instance=_ModuleTools, prompts=prompts
+    )
 
 
 def specs_from_module(
@@ -517,7 +628,7 @@ def specs_from_module(
             continue
         if inspect.isclass(value) and hasattr(value, _COMPONENT_ATTR):
             classes.append(value)
-        elif inspect.isfunction(value) and hasattr(value, _TOOL_ATTR):
+        elif inspect.isfunction(value) and (hasattr(value, _TOOL_ATTR) or hasattr(value, _PROMPT_ATTR)):
             functions.append(value)
     if len(classes) + (1 if functions else 0) > 1 and options is not None and options.name:
         raise ComponentError(f"{source} holds several components; a load-time name fits only one")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mcp_types import CallToolResult
+from mcp_types import CallToolResult, GetPromptResult
 
 from statefulmcp import instances
 from statefulmcp._confined import SUFFIXES, ComponentFile
@@ -39,6 +39,7 @@ from statefulmcp.cluster import DEFAULT_LEASE_SECONDS, NOT_OWNER, Cluster, Elsew
 from statefulmcp.components import (
     ComponentSpec,
     Permissions,
+    PromptSpec,
     refuse_lazy,
     specs_from_module,
     specs_from_object,
@@ -186,6 +187,7 @@ class Host:
         self._components: dict[str, LiveComponent] = {}
         self._failed: dict[str, str] = {}  # source -> why it did not load (load_what_loads)
         self._table = ToolTable()
+        self._prompts: dict[str, tuple[LiveComponent, PromptSpec]] = {}
         self._listeners: list[Callable[[], Awaitable[None]]] = []
         self._life = _Life.UNOPENED
         self._calls: set[asyncio.Task[Any]] = set()
@@ -422,10 +424,11 @@ class Host:
         async with self._changing:
             self._require_open()
             components, table, replaced = self._plan(specs)
+            prompts = _prompt_table(components)
             for old in replaced:
                 old.closed = True
                 await self.engine.run(old.close)
-            self._components, self._table = components, table
+            self._components, self._table, self._prompts = components, table, prompts
             for spec in specs:
                 self._failed.pop(spec.source, None)
             if self._sweeping is None and any(spec.stateful for spec in specs):
@@ -557,6 +560,7 @@ class Host:
                 raise ComponentError(f"no component named {name!r} is loaded")
             self._table = self._table.without({name})
             self._components = {n: c for n, c in self._components.items() if c is not live}
+            self._prompts = {n: p for n, p in self._prompts.items() if p[0] is not live}
             live.closed = True
             await self.engine.run(live.close)
             store = self.store
@@ -799,6 +803,39 @@ class Host:
     def entry(self, name: str) -> Entry | None:
         return self._table.get(name)
 
+    def prompts(self) -> dict[str, PromptSpec]:
+        """Prompt name (`<component>_<name>`) -> its spec, for listing."""
+        return {name: prompt for name, (_, prompt) in self._prompts.items()}
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, str] | None = None, *, session: str | None = None
+    ) -> GetPromptResult:
+        """Run a prompt the way a tool runs (a turn of its instance, if stateful) for its messages.
+
+        Raises `ToolInputError` for an unknown prompt or bad arguments (the caller's fault),
+        `ToolCallError` for a prompt that failed.
+        """
+        if self._life is not _Life.OPEN:
+            self._require_open()
+        found = self._prompts.get(name)
+        if found is None:
+            raise ToolInputError(f"unknown prompt {name!r}; list the prompts to see what this server offers")
+        live, prompt = found
+        try:
+            validated = prompt.body.validate(arguments or {})
+        except ToolInputError as exc:
+            raise ToolInputError(f"invalid arguments for prompt {name!r}: {exc}") from None
+        entry = ComponentTool(prompt.body, live, self.engine)
+        key = self._session_key(entry, validated, session)
+        try:
+            result: GetPromptResult = await self._run(name, entry, validated, prompt.body.to_result, key)
+        except Elsewhere:
+            raise ToolCallError(
+                f"prompt {name!r} runs on the replica that owns its instance, and prompts are not forwarded "
+                "yet; call a tool of the component instead"
+            ) from None
+        return result
+
     # -- calls ------------------------------------------------------------------------------
 
     def _resolve(self, name: str, arguments: dict[str, Any] | None) -> tuple[Entry, dict[str, Any]]:
@@ -987,6 +1024,21 @@ class Host:
                 live.end_session_soon(key)
 
         await self.engine.run(end)
+
+
+def _prompt_table(components: dict[str, LiveComponent]) -> dict[str, tuple[LiveComponent, PromptSpec]]:
+    """Every prompt of `components` by its full name; two of one name refuse the load."""
+    table: dict[str, tuple[LiveComponent, PromptSpec]] = {}
+    for live in components.values():
+        for prompt in live.spec.prompts:
+            name = f"{live.name}_{prompt.name}"
+            if name in table:
+                raise ComponentError(
+                    f"prompt {name!r} of component {live.name!r} is already served by component "
+                    f"{table[name][0].name!r}; nothing was loaded. Rename one of them"
+                )
+            table[name] = (live, prompt)
+    return table
 
 
 def _text_of(result: CallToolResult) -> str:

@@ -13,31 +13,29 @@ from mcp.types import (
     AudioContent,
     EmbeddedResource,
     ImageContent,
+    PromptMessage,
     TextContent,
     TextResourceContents,
 )
 
-from statefulmcp import Context, component, tool
+from statefulmcp import Context, component, prompt, tool
 
 # A 1x1 red PNG and a tiny WAV header, base64: the smallest payloads the scenarios accept.
 RED_PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 SILENCE = "UklGRiQAAABXQVZFZm10IBAAAAABAAEAQB8AAIA+AAACABAAZGF0YQAAAAA="
 
 
-def _resource() -> EmbeddedResource:
+def _resource(
+    uri: str = "test://embedded-resource", text: str = "This is an embedded resource content."
+) -> EmbeddedResource:
     return EmbeddedResource(
-        type="resource",
-        resource=TextResourceContents(
-            uri="test://embedded-resource",
-            mime_type="text/plain",
-            text="This is an embedded resource content.",
-        ),
+        type="resource", resource=TextResourceContents(uri=uri, mime_type="text/plain", text=text)
     )
 
 
 @component(name="test")
 class Everything:
-    """Every tool the conformance suite's server scenarios call."""
+    """Every tool and prompt the conformance suite's server scenarios ask for."""
 
     @tool
     def simple_text(self) -> str:
@@ -91,3 +89,36 @@ class Everything:
             if done < 100:
                 await asyncio.sleep(0.05)
         return "Tool with progress executed successfully"
+
+    @prompt
+    def simple_prompt(self) -> str:
+        """A prompt with no arguments."""
+        return "This is a simple prompt for testing."
+
+    @prompt
+    def prompt_with_arguments(self, arg1: str, arg2: str) -> str:
+        """A prompt that puts its two arguments in its message."""
+        return f"Prompt with arguments: arg1='{arg1}', arg2='{arg2}'"
+
+    @prompt
+    def prompt_with_embedded_resource(self, resourceUri: str) -> list[PromptMessage]:
+        """A prompt that embeds the resource it is given."""
+        return [
+            PromptMessage(
+                role="user", content=_resource(resourceUri, "Embedded resource content for testing.")
+            ),
+            PromptMessage(
+                role="user",
+                content=TextContent(type="text", text="Please process the embedded resource above."),
+            ),
+        ]
+
+    @prompt
+    def prompt_with_image(self) -> list[PromptMessage | str]:
+        """A prompt with an image, then text."""
+        return [
+            PromptMessage(
+                role="user", content=ImageContent(type="image", data=RED_PIXEL, mime_type="image/png")
+            ),
+            "Please analyze the image above.",
+        ]

@@ -24,24 +24,35 @@ from mcp.server import NotificationOptions, Server, ServerRequestContext
 from mcp.server.connection import Connection, allowed_log_levels
 from mcp.server.context import CallNext, HandlerResult
 from mcp.server.models import InitializationOptions
-from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    ListenHandler,
+    PromptsListChanged,
+    ToolsListChanged,
+)
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import (
+    INTERNAL_ERROR,
     INVALID_PARAMS,
     CallToolRequestParams,
     CallToolResult,
     EmptyResult,
+    GetPromptRequestParams,
+    GetPromptResult,
+    ListPromptsResult,
     ListToolsResult,
     LoggingLevel,
     LoggingMessageNotification,
     LoggingMessageNotificationParams,
     PaginatedRequestParams,
+    Prompt,
     SetLevelRequestParams,
     Tool,
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from statefulmcp import context
+from statefulmcp._errors import HostStateError, ToolCallError, ToolInputError
 from statefulmcp.cluster import FORWARDED, PROOF
 from statefulmcp.components import tool_result_text
 from statefulmcp.host import Host
@@ -61,7 +72,8 @@ HEARTBEAT_SECONDS = 2.0
 
 
 class _Server(Server[Any]):
-    """The SDK server, advertising `tools.listChanged` to handshake-era clients too."""
+    """The SDK server, advertising `tools.listChanged` and `prompts.listChanged` to handshake-era
+    clients too."""
 
     def create_initialization_options(
         self,
@@ -70,7 +82,7 @@ class _Server(Server[Any]):
         extensions: dict[str, dict[str, Any]] | None = None,
     ) -> InitializationOptions:
         return super().create_initialization_options(
-            notification_options or NotificationOptions(tools_changed=True),
+            notification_options or NotificationOptions(tools_changed=True, prompts_changed=True),
             experimental_capabilities,
             extensions,
         )
@@ -104,6 +116,8 @@ class McpFrontend:
                 get_tool_input_schema=self._input_schema,
                 on_list_tools=self._list_tools,
                 on_call_tool=self._call_tool,
+                on_list_prompts=self._list_prompts,
+                on_get_prompt=self._get_prompt,
                 on_set_logging_level=self._set_logging_level,
                 on_subscriptions_listen=ListenHandler(self.bus),
             )
@@ -159,12 +173,38 @@ class McpFrontend:
     async def _tools_changed(self) -> None:
         self._listing = None
         await self.bus.publish(ToolsListChanged())
+        await self.bus.publish(PromptsListChanged())
         for connection in list(self._connections):
             try:
                 await connection.send_tool_list_changed()
+                await connection.send_prompt_list_changed()
             except Exception as exc:  # a client that went away must not stop the others  # noqa: BLE001 - best effort; the call goes on
                 log.debug("could not notify a session of the tool change: %s", exc)
                 self._connections.discard(connection)
+
+    # -- prompts ----------------------------------------------------------------------------
+
+    async def _list_prompts(
+        self, ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None
+    ) -> ListPromptsResult:
+        return ListPromptsResult(
+            prompts=[
+                Prompt(name=name, description=spec.description, arguments=list(spec.arguments))
+                for name, spec in self.host.prompts().items()
+            ]
+        )
+
+    async def _get_prompt(
+        self, ctx: ServerRequestContext[Any], params: GetPromptRequestParams
+    ) -> GetPromptResult:
+        context.begin(context.Context(_RequestCaller(ctx), asyncio.get_running_loop()))
+        try:
+            return await self.host.get_prompt(params.name, params.arguments, session=self._session_of(ctx))
+        except ToolInputError as exc:
+            raise MCPError(INVALID_PARAMS, str(exc)) from None
+        except (ToolCallError, HostStateError) as exc:
+            # `prompts/get` has no error result of its own, unlike a tool call.
+            raise MCPError(INTERNAL_ERROR, str(exc)) from None
 
     # -- logging ----------------------------------------------------------------------------
 
