@@ -15,6 +15,7 @@ from conformance import harness
 PASSING = {
     "server-initialize",
     "logging-set-level",
+    "completion-complete",
     "ping",
     "tools-list",
     "tools-call-simple-text",

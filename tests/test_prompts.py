@@ -11,9 +11,15 @@ import anyio
 import pytest
 from conftest import COMPONENTS, http_session, running, stdio_session, value
 from mcp.shared.exceptions import MCPError
-from mcp.types import INTERNAL_ERROR, INVALID_PARAMS, PromptArgument, PromptListChangedNotification
+from mcp.types import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    PromptArgument,
+    PromptListChangedNotification,
+    PromptReference,
+)
 
-from statefulmcp import Host
+from statefulmcp import ComponentError, Host, prompt
 
 pytestmark = pytest.mark.anyio
 
@@ -31,7 +37,10 @@ async def test_prompts_are_listed_with_their_arguments_and_descriptions(tmp_path
         PromptArgument(name="tone", description="how to sound", required=True),
         PromptArgument(name="limit", required=False),
     ]
-    assert prompts["prompting_greet"].arguments == [PromptArgument(name="name", required=True)]
+    assert prompts["prompting_greet"].arguments == [
+        PromptArgument(name="name", required=True),
+        PromptArgument(name="style", required=False),
+    ]
 
 
 async def test_a_stateful_prompt_runs_on_its_instance_and_returns_messages(tmp_path: Path) -> None:
@@ -106,3 +115,33 @@ async def test_a_prompt_runs_in_process_through_the_host() -> None:
         assert set(host.prompts()) == {"desk_review", "desk_broken", "desk_wrong", "prompting_greet"}
         result = await host.get_prompt("prompting_greet", {"name": "in-process"})
         assert result.messages[0].content.text == "Say hello to in-process."  # type: ignore[union-attr]
+
+
+async def test_completions_come_from_the_prompts_hook(tmp_path: Path) -> None:
+    greet = PromptReference(type="ref/prompt", name="prompting_greet")
+    with running(PROMPTING, tmp=tmp_path) as server:
+        async with http_session(server.url) as session:
+            found = await session.complete(greet, {"name": "name", "value": "a"})
+            assert found.completion.values == ["Ada", "Alan"]
+            assert found.completion.total == 2 and found.completion.has_more is False
+            # An argument without a hook has no candidates; a hook that raises is an error.
+            review = PromptReference(type="ref/prompt", name="desk_review")
+            assert (await session.complete(review, {"name": "tone", "value": ""})).completion.values == []
+            with pytest.raises(MCPError, match="LookupError: nothing for 'x'") as failed:
+                await session.complete(greet, {"name": "style", "value": "x"})
+            assert failed.value.error.code == INTERNAL_ERROR
+            with pytest.raises(MCPError, match="unknown prompt") as unknown:
+                await session.complete(
+                    PromptReference(type="ref/prompt", name="nope"), {"name": "a", "value": ""}
+                )
+            assert unknown.value.error.code == INVALID_PARAMS
+
+
+async def test_a_completion_hook_must_name_an_argument_of_its_prompt() -> None:
+    @prompt(complete={"nme": lambda typed: [typed]})
+    def typo(name: str) -> str:
+        return name
+
+    async with Host() as host:
+        with pytest.raises(ComponentError, match="names 'nme', which is not an argument"):
+            await host.load(typo)

@@ -63,6 +63,7 @@ class PromptDecl:
 
     name: str | None
     description: str | None
+    complete: Mapping[str, Callable[[str], Any]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +115,8 @@ class PromptSpec:
     description: str
     arguments: tuple[PromptArgument, ...]
     body: ToolSpec
+    complete: Mapping[str, Callable[[str], Any]] = field(default_factory=dict)
+    """Argument name -> what completes it: called with the text typed so far, returns candidates."""
 
 
 class Permissions(Protocol):
@@ -200,21 +203,37 @@ def tool(
 @overload
 def prompt(fn: _F, /) -> _F: ...
 @overload
-def prompt(*, name: str | None = None, description: str | None = None) -> Callable[[_F], _F]: ...
 def prompt(
-    fn: _F | None = None, /, *, name: str | None = None, description: str | None = None
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    complete: Mapping[str, Callable[[str], Any]] | None = None,
+) -> Callable[[_F], _F]: ...
+def prompt(
+    fn: _F | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    complete: Mapping[str, Callable[[str], Any]] | None = None,
 ) -> _F | Callable[[_F], _F]:
     """Expose a method of a `@component` class (or a module-level function) as an MCP prompt.
 
     Its arguments come from the type hints (clients send them as text, parsed as for a tool),
     the description from the docstring. It returns a `str` (one user message), or a list of
     messages: the SDK's `PromptMessage`s (or dicts of that shape; a `str` item is a user message).
+    `complete={"arg": fn}` answers `completion/complete` for that argument: `fn(typed_so_far)`
+    (sync or async) returns the candidate values.
     """
+    hooks = dict(complete or {})
+    for argument, hook in hooks.items():
+        if not callable(hook):
+            raise ComponentError(f"@prompt(complete=...): the hook of {argument!r} is not callable")
 
     def mark(f: _F) -> _F:
         if not callable(f):
             raise ComponentError(f"@prompt decorates a function or method, not {f!r}")
-        setattr(f, _PROMPT_ATTR, PromptDecl(name=name, description=description))
+        setattr(f, _PROMPT_ATTR, PromptDecl(name=name, description=description, complete=hooks))
         return f
 
     return mark(fn) if fn is not None else mark
@@ -506,7 +525,15 @@ def _prompt_spec(fn: Callable[..., Any], decl: PromptDecl, *, method: bool, qual
         PromptArgument(name=arg, description=field.get("description"), required=arg in required)
         for arg, field in body.input_schema.get("properties", {}).items()
     )
-    return PromptSpec(name=body.name, description=description, arguments=arguments, body=body)
+    unknown = sorted(set(decl.complete) - {a.name for a in arguments})
+    if unknown:
+        raise ComponentError(
+            f"{qualified}: @prompt(complete=...) names {', '.join(map(repr, unknown))}, which is not an "
+            "argument of the prompt"
+        )
+    return PromptSpec(
+        name=body.name, description=description, arguments=arguments, body=body, complete=decl.complete
+    )
 
 
 def _user_message(text: str) -> PromptMessage:
@@ -644,12 +671,13 @@ def specs_from_module(
 
 
 def specs_from_object(obj: Any, options: LoadOptions | None = None) -> list[ComponentSpec]:
-    """The specs of an in-process object: a `@component` class, a module, or a `@tool` function."""
+    """The specs of an in-process object: a `@component` class, a module, or a `@tool` (or
+    `@prompt`) function."""
     if inspect.isclass(obj):
         return [spec_from_class(obj, f"{obj.__module__}:{obj.__qualname__}", options)]
     if isinstance(obj, ModuleType):
         return specs_from_module(obj, getattr(obj, "__file__", None) or obj.__name__, options)
-    if inspect.isfunction(obj) and hasattr(obj, _TOOL_ATTR):
+    if inspect.isfunction(obj) and (hasattr(obj, _TOOL_ATTR) or hasattr(obj, _PROMPT_ATTR)):
         name = (options.name if options else None) or snake_case(obj.__name__)
         return [spec_from_functions(name, [obj], f"{obj.__module__}:{obj.__qualname__}", options)]
     raise ComponentError(

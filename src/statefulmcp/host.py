@@ -836,6 +836,27 @@ class Host:
             ) from None
         return result
 
+    async def complete(self, name: str, argument: str, typed: str) -> Sequence[str]:
+        """The candidates the prompt's `complete` hook gives for `argument` (none without a hook).
+
+        Raises `ToolInputError` for an unknown prompt, `ToolCallError` for a hook that failed.
+        """
+        found = self._prompts.get(name)
+        if found is None:
+            raise ToolInputError(f"unknown prompt {name!r}; list the prompts to see what this server offers")
+        live, prompt = found
+        hook = prompt.complete.get(argument)
+        if hook is None:
+            return []
+        try:
+            values = await live.call_user(functools.partial(hook, typed), hold=False)
+            refuse_lazy(f"{name} completion", values)
+            return [str(v) for v in values]
+        except Exception as exc:  # noqa: BLE001 - a hook's own error is its answer, as a tool's is
+            raise ToolCallError(
+                f"completing {argument!r} of prompt {name!r} failed: {type(exc).__name__}: {exc}"
+            ) from None
+
     # -- calls ------------------------------------------------------------------------------
 
     def _resolve(self, name: str, arguments: dict[str, Any] | None) -> tuple[Entry, dict[str, Any]]:

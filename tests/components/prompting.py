@@ -46,7 +46,18 @@ class Desk:
         return 3
 
 
-@prompt
-def greet(name: str) -> str:
+NAMES = ("Ada", "Alan", "Barbara")
+
+
+async def names_starting(typed: str) -> list[str]:
+    return [name for name in NAMES if name.lower().startswith(typed.lower())]
+
+
+def failing_hook(typed: str) -> list[str]:
+    raise LookupError(f"nothing for {typed!r}")
+
+
+@prompt(complete={"name": names_starting, "style": failing_hook})
+def greet(name: str, style: str = "warm") -> str:
     """Greets someone by name."""
     return f"Say hello to {name}."

@@ -95,7 +95,7 @@ class Everything:
         """A prompt with no arguments."""
         return "This is a simple prompt for testing."
 
-    @prompt
+    @prompt(complete={"arg1": lambda typed: [w for w in ("paris", "park", "party") if w.startswith(typed)]})
     def prompt_with_arguments(self, arg1: str, arg2: str) -> str:
         """A prompt that puts its two arguments in its message."""
         return f"Prompt with arguments: arg1='{arg1}', arg2='{arg2}'"

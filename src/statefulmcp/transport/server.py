@@ -15,7 +15,7 @@ import logging
 import time
 import warnings
 import weakref
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,9 @@ from mcp_types import (
     INVALID_PARAMS,
     CallToolRequestParams,
     CallToolResult,
+    CompleteRequestParams,
+    CompleteResult,
+    Completion,
     EmptyResult,
     GetPromptRequestParams,
     GetPromptResult,
@@ -66,6 +69,9 @@ _ENDING = "statefulmcp/session-end"
 
 _LOG_LEVEL = "statefulmcp/log-level"
 """The `Connection.state` entry of the least severe level its client asked for (`logging/setLevel`)."""
+
+MAX_COMPLETIONS = 100
+"""The most values one `completion/complete` answer carries (the spec's limit)."""
 
 HEARTBEAT_SECONDS = 2.0
 """How often a call whose client sent a progress token hears that it is still running."""
@@ -118,6 +124,7 @@ class McpFrontend:
                 on_call_tool=self._call_tool,
                 on_list_prompts=self._list_prompts,
                 on_get_prompt=self._get_prompt,
+                on_completion=self._complete,
                 on_set_logging_level=self._set_logging_level,
                 on_subscriptions_listen=ListenHandler(self.bus),
             )
@@ -205,6 +212,29 @@ class McpFrontend:
         except (ToolCallError, HostStateError) as exc:
             # `prompts/get` has no error result of its own, unlike a tool call.
             raise MCPError(INTERNAL_ERROR, str(exc)) from None
+
+    async def _complete(
+        self, ctx: ServerRequestContext[Any], params: CompleteRequestParams
+    ) -> CompleteResult:
+        """Candidates for a prompt's argument from its `complete` hook; none for resources (not served)."""
+        values: Sequence[str] = ()
+        if params.ref.type == "ref/prompt":
+            try:
+                values = await self.host.complete(
+                    params.ref.name, params.argument.name, params.argument.value
+                )
+            except ToolInputError as exc:
+                raise MCPError(INVALID_PARAMS, str(exc)) from None
+            except ToolCallError as exc:
+                raise MCPError(INTERNAL_ERROR, str(exc)) from None
+        # The spec caps one answer at 100 values and says how many there were.
+        return CompleteResult(
+            completion=Completion(
+                values=list(values[:MAX_COMPLETIONS]),
+                total=len(values),
+                has_more=len(values) > MAX_COMPLETIONS,
+            )
+        )
 
     # -- logging ----------------------------------------------------------------------------
 
