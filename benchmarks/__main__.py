@@ -81,6 +81,8 @@ async def _run_group(name: str, quick: bool) -> dict[str, Any]:
         result = await runner(quick)
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)
+        while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]  # the SDK's task groups wrap the one error that matters
         return {"error": f"{type(exc).__name__}: {exc}"}
     finally:
         procs.kill_all()

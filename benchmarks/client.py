@@ -39,8 +39,18 @@ def value_of(result: Any) -> int:
     return int(result.content[0].text)
 
 
+RETRIES = 3
+"""Attempts per benchmark call when the answer says to retry."""
+
+
 async def call(s: ClientSession, tool: str, arguments: dict[str, Any]) -> int:
-    return value_of(await s.call_tool(tool, arguments))
+    """One call's value; an error that says to retry (a replica briefly unsure of its lease on a
+    loaded machine, as docs/scaling.md describes) is retried, as a client of replicas does."""
+    for _ in range(RETRIES):
+        result = await s.call_tool(tool, arguments)
+        if not (result.is_error and "retry" in " ".join(getattr(c, "text", "") for c in result.content)):
+            break
+    return value_of(result)
 
 
 async def sequential(s: ClientSession, tool: str, arguments: dict[str, Any], n: int) -> list[float]:

@@ -64,7 +64,7 @@ def test_quick_benchmark_runs_and_writes_its_report(tmp_path: Path) -> None:
         "scaleout",
     }
     for name, group in result["results"].items():
-        assert "error" not in group, f"benchmark group {name} failed: {group['error']}"
+        assert "error" not in group, f"benchmark group {name} failed: {group['error']}\n{done.stderr[-6000:]}"
         assert group.get("available", True), f"benchmark group {name} did not run: {group.get('reason')}"
     text = doc.read_text()
     for section in SECTIONS:
