@@ -34,6 +34,7 @@ PASSING = {
     "prompts-get-with-args",
     "prompts-get-embedded-resource",
     "prompts-get-with-image",
+    "json-schema-2020-12",
 }
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from statefulmcp import Host, LoadOptions, Stateful, ToolCallError, component, tool
-from statefulmcp.components import ComponentError, snake_case
+from statefulmcp.components import ComponentError, snake_case, specs_from_object
 from statefulmcp.state import DELETED, StoreError, store_path
 from statefulmcp.state.view import StateValueError, StateView
 
@@ -195,3 +196,36 @@ async def test_cancelling_a_parked_wait_never_undoes_another_turns_writes() -> N
         assert await writer == 7
         assert await host.call("board_read") == 7
         assert host.list()[0].details["waiters"] == 0
+
+
+class Address(BaseModel):
+    street: str
+    city: str
+
+
+@component(stateful=True)
+class Mailer(Stateful):
+    @tool
+    async def send(self, to: Address, text: str) -> str:
+        return f"{to.city}: {text}"
+
+    @tool(input_schema={"type": "object", "properties": {"raw": {"type": "string"}}, "required": ["raw"]})
+    async def raw(self, raw: str) -> str:
+        return raw
+
+
+def test_input_schemas_are_json_schema_2020_12_and_a_hand_written_one_is_served_as_given() -> None:
+    (spec,) = specs_from_object(Mailer)
+    tools = {t.name: t for t in spec.tools}
+    generated = tools["send"].input_schema
+    assert generated["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert generated["properties"]["to"] == {"$ref": "#/$defs/Address"}
+    assert set(generated["$defs"]["Address"]["properties"]) == {"street", "city"}
+    assert generated["additionalProperties"] is False
+    assert tools["raw"].input_schema == {
+        "type": "object",
+        "properties": {"raw": {"type": "string"}},
+        "required": ["raw"],
+    }
+    with pytest.raises(ComponentError, match="must be a JSON Schema object"):
+        tool(input_schema={"type": "string"})

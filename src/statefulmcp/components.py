@@ -39,6 +39,9 @@ __all__ = [
     "ToolSpec",
 ]
 
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+"""The dialect pydantic writes and MCP (2025-11-25) takes for schemas that name none."""
+
 _TOOL_ATTR = "__statefulmcp_tool__"
 _COMPONENT_ATTR = "__statefulmcp_component__"
 _BACKGROUND_ATTR = "__statefulmcp_background__"
@@ -55,6 +58,7 @@ class ToolDecl:
     name: str | None
     description: str | None
     timeout: float | None
+    input_schema: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +176,11 @@ _C = TypeVar("_C", bound=type)
 def tool(fn: _F, /) -> _F: ...
 @overload
 def tool(
-    *, name: str | None = None, description: str | None = None, timeout: float | None = None
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float | None = None,
+    input_schema: Mapping[str, Any] | None = None,
 ) -> Callable[[_F], _F]: ...
 def tool(
     fn: _F | None = None,
@@ -181,20 +189,30 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     timeout: float | None = None,
+    input_schema: Mapping[str, Any] | None = None,
 ) -> _F | Callable[[_F], _F]:
     """Expose a method of a `@component` class (or a module-level function) as an MCP tool.
 
-    The input schema comes from the type hints, the description from the docstring, and the
-    output schema from the return annotation. `timeout` caps a call in seconds.
+    The input schema comes from the type hints (JSON Schema 2020-12, as pydantic writes it),
+    the description from the docstring, and the output schema from the return annotation.
+    `input_schema` replaces the advertised schema for a tool that needs a hand-written one (the
+    type hints still validate what arrives). `timeout` caps a call in seconds.
     """
 
     if timeout is not None:
         check_seconds(timeout, "@tool(timeout=...)")
+    if input_schema is not None and (
+        not isinstance(input_schema, Mapping) or input_schema.get("type") != "object"
+    ):
+        raise ComponentError(
+            f'@tool(input_schema=...) must be a JSON Schema object with "type": "object", not {input_schema!r}'
+        )
 
     def mark(f: _F) -> _F:
         if not callable(f):
             raise ComponentError(f"@tool decorates a function or method, not {f!r}")
-        setattr(f, _TOOL_ATTR, ToolDecl(name=name, description=description, timeout=timeout))
+        decl = ToolDecl(name=name, description=description, timeout=timeout, input_schema=input_schema)
+        setattr(f, _TOOL_ATTR, decl)
         return f
 
     return mark(fn) if fn is not None else mark
@@ -480,7 +498,14 @@ def _tool_spec(
         def call(instance: Any, arguments: dict[str, Any]) -> Any:
             return fn(**arguments)
 
-    schema = {**meta.arg_model.model_json_schema(by_alias=True), "additionalProperties": False}
+    if decl.input_schema is not None:
+        schema = dict(decl.input_schema)
+    else:
+        schema = {
+            "$schema": JSON_SCHEMA_DIALECT,
+            **meta.arg_model.model_json_schema(by_alias=True),
+            "additionalProperties": False,
+        }
     return ToolSpec(
         name=short,
         description=_description(fn, decl),

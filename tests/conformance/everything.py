@@ -122,3 +122,27 @@ class Everything:
             ),
             "Please analyze the image above.",
         ]
+
+
+@component(name="json")
+class JsonSchema:
+    """The scenario for JSON Schema 2020-12 keywords (SEP-1613): a hand-written input schema."""
+
+    @tool(
+        name="schema_2020_12_tool",
+        input_schema={
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "$defs": {
+                "address": {
+                    "type": "object",
+                    "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
+                }
+            },
+            "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
+            "additionalProperties": False,
+        },
+    )
+    def schema_2020_12_tool(self, name: str = "", address: dict[str, str] | None = None) -> str:
+        """Tool with JSON Schema 2020-12 features."""
+        return f"name={name} address={address}"
