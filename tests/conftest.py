@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx2
 import pytest
@@ -169,6 +171,23 @@ async def stdio_session(
     async with stdio_client(params) as (read, write), ClientSession(read, write, **kwargs) as session:
         await session.initialize()
         yield session
+
+
+_Server = TypeVar("_Server", bound=http.server.ThreadingHTTPServer)
+
+
+@contextmanager
+def local_http(server: _Server) -> Iterator[_Server]:
+    """Serve `server` (bound to a loopback port) on a thread until the block ends."""
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def value(result: CallToolResult) -> Any:

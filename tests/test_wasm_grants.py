@@ -11,14 +11,13 @@ import http.server
 import json
 import os
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import wasmtime
-from conftest import error, http_session, running, text, value
+from conftest import error, http_session, local_http, running, text, value
 from wasm_components.build import fetch_component, notes_component
 
 pytestmark = pytest.mark.anyio
@@ -40,15 +39,8 @@ class _Hello(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def upstream() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with local_http(http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)) as server:
         yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 @pytest.fixture

@@ -14,13 +14,12 @@ import http.server
 import json
 import os
 import shutil
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import error, http_session, running, text, value
+from conftest import error, http_session, local_http, running, text, value
 from wasm_components.build import componentize_js, js_component
 
 from statefulmcp.wasm import cache
@@ -88,15 +87,8 @@ class _Recording(http.server.ThreadingHTTPServer):
 
 @pytest.fixture
 def upstream() -> Iterator[_Recording]:
-    server = _Recording()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with local_http(_Recording()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def imports(built: Path) -> list[str]:

@@ -174,8 +174,8 @@ class Host:
         """Set when the state is PostgreSQL: this process is one replica of possibly several."""
         self._advertise = advertise
         self._lease = lease_seconds
-        self._adopting: asyncio.Task[None] | None = None
-        self._sweeping: asyncio.Task[None] | None = None
+        self._loops: dict[str, asyncio.Task[None]] = {}
+        """The host's own loops on the engine (the idle sweep, eager adoption), by name."""
         self.max_waiters = max_waiters
         self.residency = Residency(
             lambda: self._components.values(), max_instances=max_instances, idle_seconds=idle_seconds
@@ -308,8 +308,7 @@ class Host:
             self._life = _Life.CLOSED
             return
         self._life = _Life.DRAINING
-        await self.engine.run(self._stop_adopting)
-        await self.engine.run(self._stop_sweeping)
+        await self.engine.run(self._stop_loops)
         await self._unload_all()
         await self.engine.run(self.remotes.close)
         cluster = self.cluster
@@ -431,8 +430,8 @@ class Host:
             self._components, self._table, self._prompts = components, table, prompts
             for spec in specs:
                 self._failed.pop(spec.source, None)
-            if self._sweeping is None and any(spec.stateful for spec in specs):
-                await self.engine.run(self._start_sweeping)
+            if any(spec.stateful for spec in specs):
+                await self.engine.run(lambda: self._start_loop("sweep", self._sweep))
         for spec in specs:
             log.info("loaded component %s from %s (%d tools)", spec.name, spec.source, len(spec.tools))
         await self._notify()
@@ -633,19 +632,20 @@ class Host:
             if live.spec.activate != "eager" or not live.spec.stateful:
                 continue
             count += await self.engine.run(lambda live=live: self._activate_all(live))  # type: ignore[misc]
-        if self.cluster is not None and self._adopting is None:
-            await self.engine.run(self._start_adopting)
+        if self.cluster is not None:
+            await self.engine.run(lambda: self._start_loop("adopt", self._adopt_orphans))
         return count
 
-    async def _start_sweeping(self) -> None:
-        if self._sweeping is None:
-            self._sweeping = asyncio.create_task(self._sweep(), name="statefulmcp-sweep")
+    async def _start_loop(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Start one of the host's loops on the engine, once; `aclose` stops and awaits it."""
+        if name not in self._loops:
+            self._loops[name] = asyncio.create_task(loop(), name=f"statefulmcp-{name}")
 
-    async def _stop_sweeping(self) -> None:
-        task, self._sweeping = self._sweeping, None
-        if task is not None:
+    async def _stop_loops(self) -> None:
+        loops, self._loops = list(self._loops.values()), {}
+        for task in loops:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*loops, return_exceptions=True)
 
     async def _sweep(self) -> None:
         """Passivate idle instances and close expired handles, a few times per shortest idle
@@ -665,15 +665,6 @@ class Host:
             if seconds is not None
         ]
         return min(max(min(limits, default=_MAX_SWEEP * 4) / 4, 0.01), _MAX_SWEEP)
-
-    async def _start_adopting(self) -> None:
-        self._adopting = asyncio.create_task(self._adopt_orphans(), name="statefulmcp-adopt")
-
-    async def _stop_adopting(self) -> None:
-        task, self._adopting = self._adopting, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
 
     async def _adopt_orphans(self) -> None:
         """With replicas: keep every eager instance running somewhere. Each lease period, claim
