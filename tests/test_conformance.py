@@ -35,6 +35,12 @@ PASSING = {
     "prompts-get-embedded-resource",
     "prompts-get-with-image",
     "json-schema-2020-12",
+    "resources-list",
+    "resources-read-text",
+    "resources-read-binary",
+    "resources-templates-read",
+    "resources-subscribe",
+    "resources-unsubscribe",
 }
 
 

@@ -24,7 +24,7 @@ from statefulmcp.remote import Remote
 # isort: off
 # Last: importing the host imports the submodule `statefulmcp.background`, which would otherwise
 # shadow the decorator of the same name on this package.
-from statefulmcp.components import Stateful, background, component, prompt, tool
+from statefulmcp.components import Stateful, background, component, prompt, resource, tool
 # isort: on
 
 __all__ = [
@@ -48,5 +48,6 @@ __all__ = [
     "background",
     "component",
     "prompt",
+    "resource",
     "tool",
 ]

@@ -8,9 +8,12 @@ up as a `ComponentSpec`, so routing, instances and the transport never special-c
 
 from __future__ import annotations
 
+import base64
+import functools
 import inspect
 import re
 import typing
+import urllib.parse
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +22,16 @@ from typing import Any, Protocol, TypeVar, overload
 
 import pydantic_core
 from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata, func_metadata
-from mcp_types import CallToolResult, GetPromptResult, PromptArgument, PromptMessage, TextContent
+from mcp_types import (
+    BlobResourceContents,
+    CallToolResult,
+    GetPromptResult,
+    PromptArgument,
+    PromptMessage,
+    ReadResourceResult,
+    TextContent,
+    TextResourceContents,
+)
 from pydantic import TypeAdapter, ValidationError
 
 from statefulmcp._errors import ComponentError, InstanceLost, ToolInputError, ToolResultError
@@ -34,6 +46,7 @@ __all__ = [
     "InstanceLost",
     "LoadOptions",
     "PromptSpec",
+    "ResourceSpec",
     "ToolInputError",
     "ToolResultError",
     "ToolSpec",
@@ -46,6 +59,8 @@ _TOOL_ATTR = "__statefulmcp_tool__"
 _COMPONENT_ATTR = "__statefulmcp_component__"
 _BACKGROUND_ATTR = "__statefulmcp_background__"
 _PROMPT_ATTR = "__statefulmcp_prompt__"
+_RESOURCE_ATTR = "__statefulmcp_resource__"
+_DECLARING = (_TOOL_ATTR, _PROMPT_ATTR, _RESOURCE_ATTR)
 
 # Names of the hooks a stateful component may define; they are never exposed as tools.
 LIFECYCLE_HOOKS = ("on_activate", "on_deactivate")
@@ -68,6 +83,16 @@ class PromptDecl:
     name: str | None
     description: str | None
     complete: Mapping[str, Callable[[str], Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceDecl:
+    """What `@resource` records on a function."""
+
+    uri: str
+    name: str | None
+    description: str | None
+    mime_type: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +148,40 @@ class PromptSpec:
     """Argument name -> what completes it: called with the text typed so far, returns candidates."""
 
 
+@dataclass(frozen=True, slots=True)
+class ResourceSpec:
+    """One resource of a component (a template when its URI has `{param}` placeholders).
+
+    Like a prompt's, its body is a `ToolSpec` run the way a tool is, with the template's
+    parameters as its arguments. The body's `to_result` answers for the declared URI; a read
+    converts with `reader(uri)`, for the URI it was asked for.
+    """
+
+    uri: str
+    """The URI, or the URI template (RFC 6570 simple `{name}` expansions only)."""
+    name: str
+    description: str
+    mime_type: str | None
+    parameters: tuple[str, ...]
+    body: ToolSpec
+    pattern: re.Pattern[str]
+
+    @property
+    def is_template(self) -> bool:
+        return bool(self.parameters)
+
+    def match(self, uri: str) -> dict[str, str] | None:
+        """The template's parameters in `uri` (percent-decoded), or None if it does not match."""
+        found = self.pattern.fullmatch(uri)
+        if found is None:
+            return None
+        return {name: urllib.parse.unquote(value) for name, value in found.groupdict().items()}
+
+    def reader(self, uri: str) -> Callable[[Any], ReadResourceResult]:
+        """The converter of a read of `uri`: the method's value to a `ReadResourceResult`."""
+        return functools.partial(_read_result, self.name, uri, self.mime_type)
+
+
 class Permissions(Protocol):
     """A component's grants as they stand now (they may change while it is loaded)."""
 
@@ -138,6 +197,7 @@ class ComponentSpec:
     tools: tuple[ToolSpec, ...]
     new_instance: Callable[[], Any]
     prompts: tuple[PromptSpec, ...] = ()
+    resources: tuple[ResourceSpec, ...] = ()
     stateful: bool = False
     key: str | None = None
     handles: bool = False
@@ -257,6 +317,43 @@ def prompt(
     return mark(fn) if fn is not None else mark
 
 
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def resource(
+    uri: str, *, name: str | None = None, description: str | None = None, mime_type: str | None = None
+) -> Callable[[_F], _F]:
+    """Expose a method of a `@component` class (or a module-level function) as an MCP resource.
+
+    A `uri` with `{param}` placeholders makes a resource template: each placeholder is a
+    parameter of the method, passed the text the client's URI has there. The method returns a
+    `str` (text, `text/plain` unless `mime_type` says otherwise), `bytes` (a blob,
+    `application/octet-stream` unless told), or the SDK's `TextResourceContents` /
+    `BlobResourceContents` (or a list of them).
+    """
+    if not isinstance(uri, str) or not _SCHEME.match(uri):
+        raise ComponentError(f"@resource needs a URI with a scheme, such as 'data://config', not {uri!r}")
+    if "{" in _PLACEHOLDER.sub("", uri) or "}" in _PLACEHOLDER.sub("", uri):
+        raise ComponentError(
+            f"@resource({uri!r}): only simple {{name}} placeholders are supported (a Python identifier "
+            "each, no RFC 6570 operators such as {+path} or {?q})"
+        )
+    names = _PLACEHOLDER.findall(uri)
+    if len(set(names)) != len(names):
+        raise ComponentError(f"@resource({uri!r}) names a placeholder twice; each parameter appears once")
+
+    def mark(f: _F) -> _F:
+        if not callable(f):
+            raise ComponentError(f"@resource decorates a function or method, not {f!r}")
+        setattr(
+            f, _RESOURCE_ATTR, ResourceDecl(uri=uri, name=name, description=description, mime_type=mime_type)
+        )
+        return f
+
+    return mark
+
+
 @overload
 def background(fn: _F, /) -> _F: ...
 @overload
@@ -367,7 +464,7 @@ def snake_case(name: str) -> str:
     return re.sub(r"[^0-9a-zA-Z_]+", "_", name).strip("_").lower()
 
 
-def _description(fn: Callable[..., Any], decl: ToolDecl | PromptDecl) -> str:
+def _description(fn: Callable[..., Any], decl: ToolDecl | PromptDecl | ResourceDecl) -> str:
     return decl.description or inspect.cleandoc(fn.__doc__ or "") or fn.__name__
 
 
@@ -561,6 +658,65 @@ def _prompt_spec(fn: Callable[..., Any], decl: PromptDecl, *, method: bool, qual
     )
 
 
+def _resource_spec(
+    fn: Callable[..., Any], decl: ResourceDecl, *, method: bool, qualified: str
+) -> ResourceSpec:
+    description = _description(fn, decl)
+    body = _tool_spec(
+        fn,
+        ToolDecl(decl.name, description, None),
+        method=method,
+        qualified=qualified,
+        convert=lambda meta, name: functools.partial(_read_result, name, decl.uri, decl.mime_type),
+    )
+    placeholders = _PLACEHOLDER.findall(decl.uri)
+    arguments = set(body.input_schema.get("properties", {}))
+    missing, extra = sorted(set(placeholders) - arguments), sorted(arguments - set(placeholders))
+    if missing or extra:
+        problems = [f"the URI's {', '.join(map(repr, missing))} is no parameter of it"] if missing else []
+        if extra:
+            problems.append(f"its parameters {', '.join(map(repr, extra))} are not placeholders of the URI")
+        raise ComponentError(
+            f"{qualified}: @resource({decl.uri!r}): {'; '.join(problems)}. Each {{name}} of the URI must be a "
+            "parameter of the method, and each parameter a {name} of the URI"
+        )
+    pattern = "".join(
+        f"(?P<{part}>[^/]+)" if i % 2 else re.escape(part)
+        for i, part in enumerate(_PLACEHOLDER.split(decl.uri))
+    )
+    return ResourceSpec(
+        uri=decl.uri,
+        name=body.name,
+        description=description,
+        mime_type=decl.mime_type,
+        parameters=tuple(placeholders),
+        body=body,
+        pattern=re.compile(pattern),
+    )
+
+
+def _read_result(name: str, uri: str, mime_type: str | None, value: Any) -> ReadResourceResult:
+    refuse_lazy(name, value)
+    items = value if isinstance(value, list) else [value]
+    return ReadResourceResult(contents=[_contents(name, uri, mime_type, item) for item in items])
+
+
+def _contents(
+    name: str, uri: str, mime_type: str | None, item: Any
+) -> TextResourceContents | BlobResourceContents:
+    if isinstance(item, TextResourceContents | BlobResourceContents):
+        return item
+    if isinstance(item, str):
+        return TextResourceContents(uri=uri, mime_type=mime_type or "text/plain", text=item)
+    if isinstance(item, bytes | bytearray | memoryview):
+        blob = base64.b64encode(item).decode("ascii")
+        return BlobResourceContents(uri=uri, mime_type=mime_type or "application/octet-stream", blob=blob)
+    raise ToolResultError(
+        f"resource {name!r} returned {type(item).__name__}; return a str (text), bytes (a blob), or "
+        "TextResourceContents / BlobResourceContents (or a list of them)"
+    )
+
+
 def _user_message(text: str) -> PromptMessage:
     return PromptMessage(role="user", content=TextContent(type="text", text=text))
 
@@ -574,8 +730,9 @@ def _check_key(name: str, key: str, tools: tuple[ToolSpec, ...]) -> None:
     missing = [spec.name for spec in tools if key not in spec.input_schema.get("properties", {})]
     if missing:
         raise ComponentError(
-            f"component {name!r} is keyed by {key!r}, but its tools or prompts {', '.join(map(repr, missing))} "
-            f"have no {key!r} argument; add `{key}: str` to every one of them, or load it with another key"
+            f"component {name!r} is keyed by {key!r}, but its tools, prompts or resources "
+            f"{', '.join(map(repr, missing))} have no {key!r} argument; add `{key}: str` to every one of them "
+            f"(a {{{key}}} placeholder to a resource's URI), or load it with another key"
         )
 
 
@@ -588,6 +745,7 @@ def spec_from_class(cls: type, source: str, options: LoadOptions | None = None) 
     name = opts.name or snake_case(cls.__name__)
     tools: list[ToolSpec] = []
     prompts: list[PromptSpec] = []
+    resources: list[ResourceSpec] = []
     backgrounds: list[tuple[str, BackgroundDecl]] = []
     for attr, member in inspect.getmembers(cls, predicate=inspect.isfunction):
         tool_decl: ToolDecl | None = getattr(member, _TOOL_ATTR, None)
@@ -600,13 +758,20 @@ def spec_from_class(cls: type, source: str, options: LoadOptions | None = None) 
             prompts.append(
                 _prompt_spec(member, prompt_decl, method=True, qualified=f"{cls.__qualname__}.{attr}")
             )
+        resource_decl: ResourceDecl | None = getattr(member, _RESOURCE_ATTR, None)
+        if resource_decl is not None:
+            resources.append(
+                _resource_spec(member, resource_decl, method=True, qualified=f"{cls.__qualname__}.{attr}")
+            )
         bg: BackgroundDecl | None = getattr(member, _BACKGROUND_ATTR, None)
         if bg is not None:
             backgrounds.append((attr, bg))
     stateful, key, handles = opts.instance_model()
     per_session = bool(opts.per_session)
-    if not tools and not prompts and not handles:
-        raise ComponentError(f"component {name!r} ({cls.__qualname__}) has no @tool or @prompt methods")
+    if not tools and not prompts and not resources and not handles:
+        raise ComponentError(
+            f"component {name!r} ({cls.__qualname__}) has no @tool, @prompt or @resource methods"
+        )
     if (key or handles) and not stateful:
         raise ComponentError(
             f"component {name!r} sets key={key!r} but is not stateful; keys select instances of a "
@@ -615,13 +780,14 @@ def spec_from_class(cls: type, source: str, options: LoadOptions | None = None) 
     if backgrounds and not stateful:
         raise ComponentError(f"component {name!r} has @background methods, which need stateful=True")
     if key and not per_session:
-        _check_key(name, key, (*tools, *(p.body for p in prompts)))
+        _check_key(name, key, (*tools, *(p.body for p in prompts), *(r.body for r in resources)))
     return ComponentSpec(
         name=name,
         source=source,
         tools=tuple(tools),
         new_instance=cls,
         prompts=tuple(prompts),
+        resources=tuple(resources),
         stateful=stateful,
         key=key,
         handles=handles,
@@ -643,7 +809,7 @@ class _ModuleTools:
 def spec_from_functions(
     name: str, functions: list[Callable[..., Any]], source: str, options: LoadOptions | None = None
 ) -> ComponentSpec:
-    """A stateless component made of module-level `@tool` and `@prompt` functions."""
+    """A stateless component made of module-level `@tool`, `@prompt` and `@resource` functions."""
     opts = options or LoadOptions()
     if opts.stateful or opts.key or opts.handles or opts.per_session:
         raise ComponentError(
@@ -660,9 +826,24 @@ def spec_from_functions(
         for fn in functions
         if hasattr(fn, _PROMPT_ATTR)
     )
-    return ComponentSpec(
-        name=opts.name or name, source=source, tools=tools, new_instance=_ModuleTools, prompts=prompts
+    resources = tuple(
+        _resource_spec(fn, getattr(fn, _RESOURCE_ATTR), method=False, qualified=f"{source}:{fn.__name__}")
+        for fn in functions
+        if hasattr(fn, _RESOURCE_ATTR)
     )
+    return ComponentSpec(
+        name=opts.name or name,
+        source=source,
+        tools=tools,
+        new_instance=_ModuleTools,
+        prompts=prompts,
+        resources=resources,
+    )
+
+
+def _declares(fn: Callable[..., Any]) -> bool:
+    """Whether a function is a `@tool`, a `@prompt` or a `@resource`."""
+    return any(hasattr(fn, attr) for attr in _DECLARING)
 
 
 def specs_from_module(
@@ -680,7 +861,7 @@ def specs_from_module(
             continue
         if inspect.isclass(value) and hasattr(value, _COMPONENT_ATTR):
             classes.append(value)
-        elif inspect.isfunction(value) and (hasattr(value, _TOOL_ATTR) or hasattr(value, _PROMPT_ATTR)):
+        elif inspect.isfunction(value) and _declares(value):
             functions.append(value)
     if len(classes) + (1 if functions else 0) > 1 and options is not None and options.name:
         raise ComponentError(f"{source} holds several components; a load-time name fits only one")
@@ -702,7 +883,7 @@ def specs_from_object(obj: Any, options: LoadOptions | None = None) -> list[Comp
         return [spec_from_class(obj, f"{obj.__module__}:{obj.__qualname__}", options)]
     if isinstance(obj, ModuleType):
         return specs_from_module(obj, getattr(obj, "__file__", None) or obj.__name__, options)
-    if inspect.isfunction(obj) and (hasattr(obj, _TOOL_ATTR) or hasattr(obj, _PROMPT_ATTR)):
+    if inspect.isfunction(obj) and _declares(obj):
         name = (options.name if options else None) or snake_case(obj.__name__)
         return [spec_from_functions(name, [obj], f"{obj.__module__}:{obj.__qualname__}", options)]
     raise ComponentError(

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mcp_types import CallToolResult, GetPromptResult
+from mcp_types import CallToolResult, GetPromptResult, ReadResourceResult
 
 from statefulmcp import instances
 from statefulmcp._confined import SUFFIXES, ComponentFile
@@ -40,6 +40,8 @@ from statefulmcp.components import (
     ComponentSpec,
     Permissions,
     PromptSpec,
+    ResourceSpec,
+    ToolSpec,
     refuse_lazy,
     specs_from_module,
     specs_from_object,
@@ -188,6 +190,7 @@ class Host:
         self._failed: dict[str, str] = {}  # source -> why it did not load (load_what_loads)
         self._table = ToolTable()
         self._prompts: dict[str, tuple[LiveComponent, PromptSpec]] = {}
+        self._resources: dict[str, tuple[LiveComponent, ResourceSpec]] = {}  # by URI (or template)
         self._listeners: list[Callable[[], Awaitable[None]]] = []
         self._life = _Life.UNOPENED
         self._calls: set[asyncio.Task[Any]] = set()
@@ -423,11 +426,12 @@ class Host:
         async with self._changing:
             self._require_open()
             components, table, replaced = self._plan(specs)
-            prompts = _prompt_table(components)
+            prompts, resources = _prompt_table(components), _resource_table(components)
             for old in replaced:
                 old.closed = True
                 await self.engine.run(old.close)
             self._components, self._table, self._prompts = components, table, prompts
+            self._resources = resources
             for spec in specs:
                 self._failed.pop(spec.source, None)
             if any(spec.stateful for spec in specs):
@@ -560,6 +564,7 @@ class Host:
             self._table = self._table.without({name})
             self._components = {n: c for n, c in self._components.items() if c is not live}
             self._prompts = {n: p for n, p in self._prompts.items() if p[0] is not live}
+            self._resources = {u: r for u, r in self._resources.items() if r[0] is not live}
             live.closed = True
             await self.engine.run(live.close)
             store = self.store
@@ -812,20 +817,67 @@ class Host:
         if found is None:
             raise ToolInputError(f"unknown prompt {name!r}; list the prompts to see what this server offers")
         live, prompt = found
+        result: GetPromptResult = await self._run_body(
+            "prompt", name, live, prompt.body, arguments or {}, prompt.body.to_result, session
+        )
+        return result
+
+    def resources(self) -> tuple[ResourceSpec, ...]:
+        """Every resource and resource template served, in load order, for listing."""
+        return tuple(resource for _, resource in self._resources.values())
+
+    async def read_resource(self, uri: str, *, session: str | None = None) -> ReadResourceResult:
+        """Read the resource at `uri`: the static one of that URI, else the first template that
+        matches, run the way a tool runs (a turn of its instance, if stateful).
+
+        Raises `ToolInputError` for a URI nothing serves or bad parameters (the caller's fault),
+        `ToolCallError` for a resource that failed.
+        """
+        if self._life is not _Life.OPEN:
+            self._require_open()
+        found, arguments = self._resources.get(uri), {}
+        if found is None or found[1].is_template:
+            found = None
+            for live, resource in self._resources.values():
+                matched = resource.match(uri) if resource.is_template else None
+                if matched is not None:
+                    found, arguments = (live, resource), matched
+                    break
+        if found is None:
+            raise ToolInputError(
+                f"resource {uri!r} not found; list the resources (resources/list) and the templates "
+                "(resources/templates/list) to see what this server offers"
+            )
+        live, resource = found
+        result: ReadResourceResult = await self._run_body(
+            "resource", uri, live, resource.body, arguments, resource.reader(uri), session
+        )
+        return result
+
+    async def _run_body(
+        self,
+        kind: str,
+        name: str,
+        live: LiveComponent,
+        body: ToolSpec,
+        arguments: dict[str, Any],
+        finish: Finish,
+        session: str | None,
+    ) -> Any:
+        """Run a prompt's or a resource's body as a tool of its component is run."""
         try:
-            validated = prompt.body.validate(arguments or {})
+            validated = body.validate(arguments)
         except ToolInputError as exc:
-            raise ToolInputError(f"invalid arguments for prompt {name!r}: {exc}") from None
-        entry = ComponentTool(prompt.body, live, self.engine)
+            raise ToolInputError(f"invalid arguments for {kind} {name!r}: {exc}") from None
+        entry = ComponentTool(body, live, self.engine)
         key = self._session_key(entry, validated, session)
         try:
-            result: GetPromptResult = await self._run(name, entry, validated, prompt.body.to_result, key)
+            return await self._run(name, entry, validated, finish, key)
         except Elsewhere:
             raise ToolCallError(
-                f"prompt {name!r} runs on the replica that owns its instance, and prompts are not forwarded "
+                f"{kind} {name!r} runs on the replica that owns its instance, and {kind}s are not forwarded "
                 "yet; call a tool of the component instead"
             ) from None
-        return result
 
     async def complete(self, name: str, argument: str, typed: str) -> Sequence[str]:
         """The candidates the prompt's `complete` hook gives for `argument` (none without a hook).
@@ -1050,6 +1102,20 @@ def _prompt_table(components: dict[str, LiveComponent]) -> dict[str, tuple[LiveC
                     f"{table[name][0].name!r}; nothing was loaded. Rename one of them"
                 )
             table[name] = (live, prompt)
+    return table
+
+
+def _resource_table(components: dict[str, LiveComponent]) -> dict[str, tuple[LiveComponent, ResourceSpec]]:
+    """Every resource of `components` by its URI (or template); one URI served twice refuses the load."""
+    table: dict[str, tuple[LiveComponent, ResourceSpec]] = {}
+    for live in components.values():
+        for resource in live.spec.resources:
+            if resource.uri in table:
+                raise ComponentError(
+                    f"resource {resource.uri!r} of component {live.name!r} is already served by component "
+                    f"{table[resource.uri][0].name!r}; nothing was loaded. Give one of them another URI"
+                )
+            table[resource.uri] = (live, resource)
     return table
 
 

@@ -2,12 +2,15 @@
 
 Written with statefulmcp's public API only, as a user would write it: each tool or prompt
 is the one a scenario of `@modelcontextprotocol/conformance` asks for by name
-(`test_<name>`, so the component is called `test`). Content blocks are the SDK's types.
+(`test_<name>`, so the component is called `test`), each resource the one it reads by URI.
+Content blocks are the SDK's types.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 
 from mcp.types import (
     AudioContent,
@@ -18,7 +21,7 @@ from mcp.types import (
     TextResourceContents,
 )
 
-from statefulmcp import Context, component, prompt, tool
+from statefulmcp import Context, component, prompt, resource, tool
 
 # A 1x1 red PNG and a tiny WAV header, base64: the smallest payloads the scenarios accept.
 RED_PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
@@ -35,7 +38,7 @@ def _resource(
 
 @component(name="test")
 class Everything:
-    """Every tool and prompt the conformance suite's server scenarios ask for."""
+    """Every tool, prompt and resource the conformance suite's server scenarios ask for."""
 
     @tool
     def simple_text(self) -> str:
@@ -122,6 +125,21 @@ class Everything:
             ),
             "Please analyze the image above.",
         ]
+
+    @resource("test://static-text", name="static_text")
+    def static_text(self) -> str:
+        """A static text resource."""
+        return "This is the content of the static text resource."
+
+    @resource("test://static-binary", name="static_binary", mime_type="image/png")
+    def static_binary(self) -> bytes:
+        """A static binary resource: a 1x1 red PNG."""
+        return base64.b64decode(RED_PIXEL)
+
+    @resource("test://template/{id}/data", name="template_data", mime_type="application/json")
+    def template_data(self, id: str) -> str:
+        """Data for the id in the URI, as JSON."""
+        return json.dumps({"id": id, "templateTest": True, "data": f"Data for ID: {id}"})
 
 
 @component(name="json")

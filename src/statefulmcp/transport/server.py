@@ -28,6 +28,7 @@ from mcp.server.subscriptions import (
     InMemorySubscriptionBus,
     ListenHandler,
     PromptsListChanged,
+    ResourcesListChanged,
     ToolsListChanged,
 )
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
@@ -43,14 +44,22 @@ from mcp_types import (
     GetPromptRequestParams,
     GetPromptResult,
     ListPromptsResult,
+    ListResourcesResult,
+    ListResourceTemplatesResult,
     ListToolsResult,
     LoggingLevel,
     LoggingMessageNotification,
     LoggingMessageNotificationParams,
     PaginatedRequestParams,
     Prompt,
+    ReadResourceRequestParams,
+    ReadResourceResult,
+    Resource,
+    ResourceTemplate,
     SetLevelRequestParams,
+    SubscribeRequestParams,
     Tool,
+    UnsubscribeRequestParams,
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
@@ -70,6 +79,12 @@ _ENDING = "statefulmcp/session-end"
 _LOG_LEVEL = "statefulmcp/log-level"
 """The `Connection.state` entry of the least severe level its client asked for (`logging/setLevel`)."""
 
+_SUBSCRIPTIONS = "statefulmcp/resource-subscriptions"
+"""The `Connection.state` entry of the URIs its client subscribed to (`resources/subscribe`)."""
+
+MAX_SUBSCRIPTIONS = 1000
+"""The most resource subscriptions one session keeps (invariant 10: nothing grows unbounded)."""
+
 MAX_COMPLETIONS = 100
 """The most values one `completion/complete` answer carries (the spec's limit)."""
 
@@ -78,7 +93,7 @@ HEARTBEAT_SECONDS = 2.0
 
 
 class _Server(Server[Any]):
-    """The SDK server, advertising `tools.listChanged` and `prompts.listChanged` to handshake-era
+    """The SDK server, advertising `listChanged` for tools, prompts and resources to handshake-era
     clients too."""
 
     def create_initialization_options(
@@ -88,7 +103,8 @@ class _Server(Server[Any]):
         extensions: dict[str, dict[str, Any]] | None = None,
     ) -> InitializationOptions:
         return super().create_initialization_options(
-            notification_options or NotificationOptions(tools_changed=True, prompts_changed=True),
+            notification_options
+            or NotificationOptions(tools_changed=True, prompts_changed=True, resources_changed=True),
             experimental_capabilities,
             extensions,
         )
@@ -125,6 +141,11 @@ class McpFrontend:
                 on_list_prompts=self._list_prompts,
                 on_get_prompt=self._get_prompt,
                 on_completion=self._complete,
+                on_list_resources=self._list_resources,
+                on_list_resource_templates=self._list_resource_templates,
+                on_read_resource=self._read_resource,
+                on_subscribe_resource=self._subscribe,
+                on_unsubscribe_resource=self._unsubscribe,
                 on_set_logging_level=self._set_logging_level,
                 on_subscriptions_listen=ListenHandler(self.bus),
             )
@@ -181,10 +202,12 @@ class McpFrontend:
         self._listing = None
         await self.bus.publish(ToolsListChanged())
         await self.bus.publish(PromptsListChanged())
+        await self.bus.publish(ResourcesListChanged())
         for connection in list(self._connections):
             try:
                 await connection.send_tool_list_changed()
                 await connection.send_prompt_list_changed()
+                await connection.send_resource_list_changed()
             except Exception as exc:  # a client that went away must not stop the others  # noqa: BLE001 - best effort; the call goes on
                 log.debug("could not notify a session of the tool change: %s", exc)
                 self._connections.discard(connection)
@@ -216,7 +239,8 @@ class McpFrontend:
     async def _complete(
         self, ctx: ServerRequestContext[Any], params: CompleteRequestParams
     ) -> CompleteResult:
-        """Candidates for a prompt's argument from its `complete` hook; none for resources (not served)."""
+        """Candidates for a prompt's argument from its `complete` hook; none yet for a resource
+        template's parameters."""
         values: Sequence[str] = ()
         if params.ref.type == "ref/prompt":
             try:
@@ -235,6 +259,68 @@ class McpFrontend:
                 has_more=len(values) > MAX_COMPLETIONS,
             )
         )
+
+    # -- resources --------------------------------------------------------------------------
+
+    async def _list_resources(
+        self, ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None
+    ) -> ListResourcesResult:
+        return ListResourcesResult(
+            resources=[
+                Resource(uri=r.uri, name=r.name, description=r.description, mime_type=r.mime_type)
+                for r in self.host.resources()
+                if not r.is_template
+            ]
+        )
+
+    async def _list_resource_templates(
+        self, ctx: ServerRequestContext[Any], params: PaginatedRequestParams | None
+    ) -> ListResourceTemplatesResult:
+        return ListResourceTemplatesResult(
+            resource_templates=[
+                ResourceTemplate(
+                    uri_template=r.uri, name=r.name, description=r.description, mime_type=r.mime_type
+                )
+                for r in self.host.resources()
+                if r.is_template
+            ]
+        )
+
+    async def _read_resource(
+        self, ctx: ServerRequestContext[Any], params: ReadResourceRequestParams
+    ) -> ReadResourceResult:
+        uri = params.uri
+        context.begin(context.Context(_RequestCaller(ctx), asyncio.get_running_loop()))
+        try:
+            return await self.host.read_resource(uri, session=self._session_of(ctx))
+        except ToolInputError as exc:
+            # The SDK's own resource server answers an unknown URI so too (the spec's -32602).
+            raise MCPError(INVALID_PARAMS, str(exc), data={"uri": uri}) from None
+        except (ToolCallError, HostStateError) as exc:
+            raise MCPError(INTERNAL_ERROR, str(exc), data={"uri": uri}) from None
+
+    async def _subscribe(self, ctx: ServerRequestContext[Any], params: SubscribeRequestParams) -> EmptyResult:
+        """Keep the URI on the connection, for the session's life. `notifications/resources/updated`
+        is not sent yet: nothing tells the host that a resource changed."""
+        connection = _connection(ctx)
+        if connection is not None:
+            subscribed: set[str] = connection.state.setdefault(_SUBSCRIPTIONS, set())
+            if params.uri not in subscribed and len(subscribed) >= MAX_SUBSCRIPTIONS:
+                raise MCPError(
+                    INVALID_PARAMS,
+                    f"this session already has {MAX_SUBSCRIPTIONS} resource subscriptions, the most it may "
+                    "keep; unsubscribe from one first",
+                )
+            subscribed.add(params.uri)
+        return EmptyResult()
+
+    async def _unsubscribe(
+        self, ctx: ServerRequestContext[Any], params: UnsubscribeRequestParams
+    ) -> EmptyResult:
+        connection = _connection(ctx)
+        if connection is not None:
+            connection.state.get(_SUBSCRIPTIONS, set()).discard(params.uri)
+        return EmptyResult()
 
     # -- logging ----------------------------------------------------------------------------
 
