@@ -321,6 +321,8 @@ def test_policy_sets_load_defaults_and_load_options_win(tmp_path: Path) -> None:
     assert (spec.name, spec.stateful, spec.key) == ("count", True, "session")
     assert [t.name for t in spec.tools][:2] == ["add", "get"]
     assert component(tmp_path, "counter", policy, stateful=False).stateful is False
+    idle = component(tmp_path, "counter", "stateful = true\nidle_seconds = 30\n")
+    assert idle.idle_seconds == 30.0
 
 
 POLICY_ERRORS = [
@@ -330,6 +332,8 @@ POLICY_ERRORS = [
     ('[[dir]]\nhost = "."\nguest = "/data"\n', 'dir[0].mode: is required: say "read-only" or "read-write"'),
     ('[[dir]]\nhost = "missing"\nguest = "/d"\nmode = "read-only"\n', "dir[0].host:"),
     ("stateful = [\n", "cannot read the policy"),
+    ("idle_seconds = 0\n", "idle_seconds must be a finite positive number of seconds"),
+    ("idle_seconds = 'soon'\n", "idle_seconds: must be a number of seconds"),
 ]
 
 

@@ -6,6 +6,7 @@ what it may do (`notes.yaml` works too, with the same keys):
 
     stateful = true            # load defaults; load options given at load time win
     key = "session"            # or `per_session = true`: one instance per MCP session, no key
+    idle_seconds = 300         # passivate an instance after this long without a call (its memory goes)
 
     [limits]
     deadline_seconds = 10      # wall clock per call (epoch interruption)
@@ -62,7 +63,20 @@ MAX_TABLES = 16
 """Tables per instance (componentize-py builds have 2); with `table_elements` they bound the
 memory tables take: 16 x 50,000 entries x 8 bytes = 6.4 MB by default."""
 
-_TOP_KEYS = {"name", "stateful", "key", "handles", "per_session", "limits", "env", "dir", "network", "config"}
+_TOP_KEYS = {
+    "name",
+    "stateful",
+    "key",
+    "handles",
+    "per_session",
+    "idle_seconds",
+    "handle_idle_seconds",
+    "limits",
+    "env",
+    "dir",
+    "network",
+    "config",
+}
 _NETWORK_KEYS = {"allow", "timeout_seconds", "max_request_bytes", "max_response_bytes"}
 _LIMIT_KEYS = {"deadline_seconds", "fuel", "memory_mib", "memories", "table_elements", "instances"}
 _DIR_KEYS = {"host", "guest", "mode"}
@@ -247,6 +261,8 @@ def _options(path: Path, top: _Reader) -> LoadOptions:
         "key": top.get("key", str, "an argument name"),
         "handles": top.get("handles", bool, "true or false"),
         "per_session": top.get("per_session", bool, "true or false"),
+        "idle_seconds": top.get("idle_seconds", (int, float), "a number of seconds"),
+        "handle_idle_seconds": top.get("handle_idle_seconds", (int, float), "a number of seconds"),
     }
     try:
         return LoadOptions(**read)
