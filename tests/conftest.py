@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio
 import httpx2
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
@@ -188,6 +189,24 @@ def local_http(server: _Server) -> Iterator[_Server]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+class Notified:
+    """A client's message handler that notices one kind of notification (`list_changed`, say):
+    pass it as `message_handler`, then `await notified.next()` waits for the next one."""
+
+    def __init__(self, kind: type) -> None:
+        self.kind = kind
+        self._event = anyio.Event()
+
+    async def __call__(self, message: object) -> None:
+        if isinstance(message, self.kind):
+            self._event.set()
+
+    async def next(self, seconds: float = 10) -> None:
+        with anyio.fail_after(seconds):
+            await self._event.wait()
+        self._event = anyio.Event()
 
 
 def value(result: CallToolResult) -> Any:

@@ -7,9 +7,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import anyio
 import pytest
-from conftest import COMPONENTS, http_session, running, stdio_session, value
+from conftest import COMPONENTS, Notified, http_session, running, stdio_session, value
 from mcp.shared.exceptions import MCPError
 from mcp.types import (
     INTERNAL_ERROR,
@@ -85,23 +84,16 @@ async def test_clients_hear_when_prompts_come_and_go(tmp_path: Path) -> None:
     allowed = tmp_path / "allowed"
     allowed.mkdir()
     shutil.copy(PROMPTING, allowed / "prompting.py")
-    changed = anyio.Event()
-
-    async def on_message(message: object) -> None:
-        if isinstance(message, PromptListChangedNotification):
-            changed.set()
+    changed = Notified(PromptListChangedNotification)
 
     with running("--allow-load", allowed, tmp=tmp_path) as server:
-        async with http_session(server.url, message_handler=on_message) as session:
+        async with http_session(server.url, message_handler=changed) as session:
             assert (await session.list_prompts()).prompts == []
             await session.call_tool("load_component", {"path": "prompting.py"})
-            with anyio.fail_after(10):
-                await changed.wait()
+            await changed.next()
             assert "prompting_greet" in {p.name for p in (await session.list_prompts()).prompts}
-            changed = anyio.Event()
             await session.call_tool("unload_component", {"name": "prompting"})
-            with anyio.fail_after(10):
-                await changed.wait()
+            await changed.next()
             assert {p.name for p in (await session.list_prompts()).prompts} == {
                 "desk_review",
                 "desk_broken",

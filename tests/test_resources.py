@@ -8,9 +8,8 @@ import base64
 import shutil
 from pathlib import Path
 
-import anyio
 import pytest
-from conftest import COMPONENTS, http_session, running, stdio_session, value
+from conftest import COMPONENTS, Notified, http_session, running, stdio_session, value
 from mcp.shared.exceptions import MCPError
 from mcp.types import (
     INTERNAL_ERROR,
@@ -113,23 +112,16 @@ async def test_clients_hear_when_resources_come_and_go(tmp_path: Path) -> None:
     allowed = tmp_path / "allowed"
     allowed.mkdir()
     shutil.copy(RESOURCEFUL, allowed / "resourceful.py")
-    changed = anyio.Event()
-
-    async def on_message(message: object) -> None:
-        if isinstance(message, ResourceListChangedNotification):
-            changed.set()
+    changed = Notified(ResourceListChangedNotification)
 
     with running("--allow-load", allowed, tmp=tmp_path) as server:
-        async with http_session(server.url, message_handler=on_message) as session:
+        async with http_session(server.url, message_handler=changed) as session:
             assert (await session.list_resources()).resources == []
             await session.call_tool("load_component", {"path": "resourceful.py"})
-            with anyio.fail_after(10):
-                await changed.wait()
+            await changed.next()
             assert "files://logo.bin" in {r.uri for r in (await session.list_resources()).resources}
-            changed = anyio.Event()
             await session.call_tool("unload_component", {"name": "resourceful"})
-            with anyio.fail_after(10):
-                await changed.wait()
+            await changed.next()
             assert "files://logo.bin" not in {r.uri for r in (await session.list_resources()).resources}
 
 

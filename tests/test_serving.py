@@ -9,7 +9,17 @@ from pathlib import Path
 import anyio
 import httpx2 as httpx
 import pytest
-from conftest import COMPONENTS, EXAMPLES, ServerProcess, error, http_session, running, stdio_session, value
+from conftest import (
+    COMPONENTS,
+    EXAMPLES,
+    Notified,
+    ServerProcess,
+    error,
+    http_session,
+    running,
+    stdio_session,
+    value,
+)
 from mcp.client.subscriptions import listen
 from mcp.shared.exceptions import MCPError
 from mcp.types import ToolListChangedNotification
@@ -135,15 +145,11 @@ def loadable(tmp_path: Path) -> Path:
 
 
 async def test_load_call_unload_reload_notifies_and_starts_fresh(tmp_path: Path, loadable: Path) -> None:
-    notified = anyio.Event()
-
-    async def on_message(message: object) -> None:
-        if isinstance(message, ToolListChangedNotification):
-            notified.set()
+    notified = Notified(ToolListChangedNotification)
 
     with running("--allow-load", loadable, tmp=tmp_path) as server:
         async with (
-            http_session(server.url, message_handler=on_message) as session,
+            http_session(server.url, message_handler=notified) as session,
             http_session(server.url, "modern") as modern,
             listen(modern, tools_list_changed=True) as subscription,
         ):
@@ -153,8 +159,8 @@ async def test_load_call_unload_reload_notifies_and_starts_fresh(tmp_path: Path,
 
             loaded = await session.call_tool("load_component", {"path": "counter.py", "durability": "memory"})
             assert value(loaded)["components"] == ["counter"]
+            await notified.next()
             with anyio.fail_after(10):
-                await notified.wait()
                 await subscription.__anext__()
             assert value(await session.call_tool("counter_increment", {"by": 3})) == 3
             assert value(await session.call_tool("counter_increment", {"by": 3})) == 6
@@ -163,13 +169,12 @@ async def test_load_call_unload_reload_notifies_and_starts_fresh(tmp_path: Path,
             assert counter["stateful"] is True and counter["instances"] == 1
             assert set(counter["tools"]) == {"counter_increment", "counter_get"}
 
-            notified = anyio.Event()
             assert (
                 value(await session.call_tool("unload_component", {"name": "counter"}))["unloaded"]
                 == "counter"
             )
+            await notified.next()
             with anyio.fail_after(10):
-                await notified.wait()
                 await subscription.__anext__()
             assert "counter_increment" not in {t.name for t in (await session.list_tools()).tools}
             with pytest.raises(MCPError, match="unknown tool"):
