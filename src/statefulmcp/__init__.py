@@ -17,6 +17,7 @@ from statefulmcp._errors import (
     ToolResultError,
 )
 from statefulmcp._options import LoadOptions
+from statefulmcp.components import Audio, Image
 from statefulmcp.context import Context
 from statefulmcp.host import ComponentInfo, Host
 from statefulmcp.remote import Remote
@@ -29,11 +30,13 @@ from statefulmcp.components import Stateful, background, component, prompt, reso
 
 __all__ = [
     "ActivationError",
+    "Audio",
     "ComponentError",
     "ComponentInfo",
     "Context",
     "Host",
     "HostStateError",
+    "Image",
     "InstanceLost",
     "LoadOptions",
     "Remote",

@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar, overload
 
 import pydantic_core
 from mcp.server.mcpserver.utilities.func_metadata import FuncMetadata, func_metadata
+from mcp.server.mcpserver.utilities.types import Audio, Image
 from mcp_types import (
     BlobResourceContents,
     CallToolResult,
@@ -40,9 +41,11 @@ from statefulmcp.context import Context, current
 
 __all__ = [
     "Activation",
+    "Audio",
     "ComponentError",
     "ComponentSpec",
     "Durability",
+    "Image",
     "InstanceLost",
     "LoadOptions",
     "PromptSpec",
@@ -520,7 +523,7 @@ def _converter(meta: FuncMetadata, tool_name: str) -> Callable[[Any], CallToolRe
             if not isinstance(value, CallToolResult):
                 # Serializing here, inside the turn, turns a value the wire cannot carry (a lone
                 # surrogate, a cycle) into a clear error instead of a transport failure later.
-                pydantic_core.to_json(value)
+                pydantic_core.to_json(value, fallback=_media_only)
             result = meta.convert_result(value)
         except (ValidationError, pydantic_core.PydanticSerializationError, ValueError) as exc:
             raise ToolResultError(_unsendable(tool_name, value, exc)) from None
@@ -530,6 +533,14 @@ def _converter(meta: FuncMetadata, tool_name: str) -> Callable[[Any], CallToolRe
         return result
 
     return to_result
+
+
+def _media_only(value: Any) -> Any:
+    """The JSON check's answer for what is not JSON: an `Image` or `Audio` becomes content of
+    its own (the SDK's conversion encodes it); anything else is refused as unsendable."""
+    if isinstance(value, Image | Audio):
+        return None
+    raise pydantic_core.PydanticSerializationError(f"Unable to serialize unknown type: {type(value)}")
 
 
 def _unsendable(tool_name: str, value: Any, exc: Exception) -> str:
