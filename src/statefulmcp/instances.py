@@ -326,7 +326,9 @@ class Instance:
     def _updated(self, *, changed: bool = True, announced: set[str] | None = None) -> None:
         """A commit landed: tell the component which of its resources it updated."""
         if announced is None:
-            announced, self.announced = self.announced, set()
+            announced = self.announced
+            if announced:  # a fresh set only when the turn announced something (the hot path does not)
+                self.announced = set()
         self.owner.committed(self.key, announced, changed=changed)
 
     def resource_updated(self, uri: str) -> None:
