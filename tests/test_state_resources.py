@@ -3,7 +3,9 @@ hears once per turn that commits a change, after the commit, and never for a tur
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,7 +25,10 @@ from mcp.types import (
     TextResourceContents,
 )
 
-from statefulmcp import ComponentError, Host, LoadOptions, Stateful, component, resource, tool
+from statefulmcp import ComponentError, Host, LoadOptions, Stateful, ToolCallError, component, resource, tool
+from statefulmcp.state_resources import LISTED
+from statefulmcp.transport.updates import MAX_QUEUED, ResourceUpdates
+from statefulmcp.updates import MAX_ANNOUNCED
 
 pytestmark = [pytest.mark.anyio, pytest.mark.filterwarnings("ignore:resources/(un)?subscribe is removed")]
 
@@ -248,3 +253,76 @@ def test_a_completion_hook_must_name_a_parameter_of_its_template() -> None:
 
     with pytest.raises(ComponentError, match="names 'idd', which is not a parameter"):
         Host()._specs_of(Typo, None)
+
+
+async def test_listing_is_bounded_and_the_template_reaches_the_rest() -> None:
+    @component(stateful=True, key="room", state_resource=True, durability="memory")
+    class Rooms(Stateful):
+        @tool
+        def enter(self, room: str) -> None:
+            self.state["in"] = True
+
+    async with Host() as host:
+        await host.load(Rooms)
+        for n in range(LISTED + 5):
+            await host.call("rooms_enter", {"room": f"r{n:03}"})
+        listed = [r.uri for r in await host.state_resources()]
+        (template,) = host.state_templates()
+        last = await host.read_resource(f"state://rooms/r{LISTED + 4:03}")
+    assert len(listed) == LISTED
+    assert template.uri_template == "state://rooms/{room}" and f"at most {LISTED}" in (
+        template.description or ""
+    )
+    assert state(last.contents) == {"in": True}
+
+
+async def test_a_turn_announces_a_bounded_number_of_uris() -> None:
+    @component(stateful=True)
+    class Loud(Stateful):
+        @tool
+        def shout(self, n: int) -> None:
+            for i in range(n):
+                self.resource_updated(f"loud://{i}")
+
+        @tool
+        def typo(self) -> None:
+            self.resource_updated("no scheme")
+
+    async with Host() as host:
+        await host.load(Loud)
+        await host.call("loud_shout", {"n": MAX_ANNOUNCED})
+        with pytest.raises(ToolCallError, match=f"at most {MAX_ANNOUNCED} updated resources"):
+            await host.call("loud_shout", {"n": MAX_ANNOUNCED + 1})
+        with pytest.raises(ToolCallError, match="needs a URI with a scheme"):
+            await host.call("loud_typo", {})
+
+
+async def test_a_subscriber_that_does_not_keep_up_never_holds_the_sender(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    published: list[str] = []
+    release = asyncio.Event()
+
+    class StuckBus:
+        async def publish(self, event: Any) -> None:
+            published.append(event.uri)
+            await release.wait()  # a listener that never reads
+
+        def subscribe(self, listener: Any) -> Callable[[], None]:
+            return lambda: None
+
+    updates = ResourceUpdates(StuckBus())
+    with caplog.at_level(logging.WARNING, "statefulmcp.transport"):
+        for n in range(MAX_QUEUED + 10):
+            updates.updated((f"x://{n}",))  # returns at once, whatever the bus does
+    release.set()
+    with anyio.fail_after(10):
+        while len(published) < MAX_QUEUED:
+            await asyncio.sleep(0)
+    await updates.aclose()
+    # The queue held MAX_QUEUED; the ones past that were dropped, never waited for, and said once.
+    assert published == [f"x://{n}" for n in range(MAX_QUEUED)]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"dropping resource updates for subscriptions/listen: {MAX_QUEUED} are still waiting to be sent "
+        "(a slow client)"
+    ]

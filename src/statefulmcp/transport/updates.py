@@ -41,7 +41,7 @@ _OUTBOX = "statefulmcp/resource-updates"
 class _Outbox:
     """One subscriber's queue of updated URIs, sent in order by a task that runs while it has any."""
 
-    __slots__ = ("_queue", "_send", "_task", "_tasks", "label")
+    __slots__ = ("_queue", "_send", "_task", "_tasks", "dropped", "label")
 
     def __init__(self, send: Callable[[str], Awaitable[None]], label: str, tasks: set[asyncio.Task[None]]):
         self._send = send
@@ -49,16 +49,22 @@ class _Outbox:
         self._task: asyncio.Task[None] | None = None
         self._tasks = tasks
         self.label = label
+        self.dropped = 0
+        """Updates dropped since the queue last had room (logged once when it fills, once after)."""
 
     def put(self, uris: Sequence[str]) -> None:
         if len(self._queue) + len(uris) > MAX_QUEUED:
-            log.warning(
-                "dropped %d resource updates for %s: %d are still waiting to be sent (a slow client)",
-                len(uris),
-                self.label,
-                len(self._queue),
-            )
+            if not self.dropped:
+                log.warning(
+                    "dropping resource updates for %s: %d are still waiting to be sent (a slow client)",
+                    self.label,
+                    len(self._queue),
+                )
+            self.dropped += len(uris)
             return
+        if self.dropped:
+            log.warning("%s caught up; %d resource updates were dropped meanwhile", self.label, self.dropped)
+            self.dropped = 0
         self._queue.extend(uris)
         if self._task is None:
             self._task = asyncio.create_task(self._drain(), name="statefulmcp-resource-updates")
