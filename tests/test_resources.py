@@ -16,6 +16,7 @@ from mcp.types import (
     INVALID_PARAMS,
     BlobResourceContents,
     ResourceListChangedNotification,
+    ResourceUpdatedNotification,
     TextResourceContents,
 )
 
@@ -93,13 +94,29 @@ async def test_bad_reads_get_errors_and_the_server_keeps_serving(tmp_path: Path)
 
 
 @pytest.mark.filterwarnings("ignore:resources/(un)?subscribe is removed")
-async def test_subscriptions_are_accepted_and_dropped(tmp_path: Path) -> None:
+async def test_subscribers_hear_a_singletons_resources_change_until_they_unsubscribe(tmp_path: Path) -> None:
+    heard: list[str] = []
+    changed = Notified(ResourceUpdatedNotification)
+
+    async def handler(message: object) -> None:
+        if isinstance(message, ResourceUpdatedNotification):
+            heard.append(message.params.uri)
+        await changed(message)
+
     with running(RESOURCEFUL, tmp=tmp_path) as server:
-        async with http_session(server.url) as session:
+        async with http_session(server.url, message_handler=handler) as session:
             await session.subscribe_resource("shelf://titles")
+            await session.call_tool("shelf_put", {"title": "dune", "text": "Arrakis"})
+            await changed.next()
+            assert heard == ["shelf://titles"]
+            titles = (await session.read_resource("shelf://titles")).contents[0]
+            assert isinstance(titles, TextResourceContents) and titles.text == "dune"
             await session.unsubscribe_resource("shelf://titles")
             await session.unsubscribe_resource("shelf://never-subscribed")
-            assert (await session.send_ping()) is not None
+            await session.subscribe_resource("shelf://broken")
+            await session.call_tool("shelf_put", {"title": "emma", "text": "Highbury"})
+            await changed.next()
+            assert heard == ["shelf://titles", "shelf://broken"]
 
 
 async def test_resources_work_over_stdio(tmp_path: Path) -> None:

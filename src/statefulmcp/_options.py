@@ -70,6 +70,8 @@ class LoadOptions:
     `activate="eager"` activates instances at start-up instead of on their first call.
     `idle_seconds` passivates an instance after that long without a call (see `Host`);
     `handle_idle_seconds` expires a handle after that long without a call.
+    `state_resource=True` serves each instance's committed `self.state` as the MCP resource
+    `state://<name>/<key>` (off by default: state may be private; see `statefulmcp.state_resources`).
     """
 
     name: str | None = None
@@ -81,6 +83,7 @@ class LoadOptions:
     activate: Activation | None = None
     idle_seconds: float | None = None
     handle_idle_seconds: float | None = None
+    state_resource: bool | None = None
 
     def __post_init__(self) -> None:
         if self.name is not None:
@@ -90,6 +93,7 @@ class LoadOptions:
         _check_bool(self.stateful, "stateful")
         _check_bool(self.handles, "handles")
         _check_bool(self.per_session, "per_session")
+        _check_bool(self.state_resource, "state_resource")
         if self.per_session:
             self._check_per_session()
         _check_choice(self.durability, "durability", get_args(Durability))
@@ -135,6 +139,21 @@ class LoadOptions:
         )
 
 
+def check_state_resource(name: str, stateful: bool, handles: bool, per_session: bool) -> None:
+    """`state_resource` lists instances by key, so it needs keys that are no secret."""
+    if not stateful:
+        raise ComponentError(
+            f"component {name!r} sets state_resource=true but is not stateful; only a stateful "
+            "component has state to serve, so add stateful=True"
+        )
+    if handles or per_session:
+        raise ComponentError(
+            f"component {name!r} sets state_resource=true with {'per_session' if per_session else 'handles'}"
+            "=true: its keys are secrets only their holders may know, and the state resources would list "
+            "them to every client; serve what a caller may see through a @resource or a tool instead"
+        )
+
+
 def _check_argument(key: object) -> None:
     if not isinstance(key, str) or not _ARGUMENT.match(key):
         raise ComponentError(f"key={key!r} is not valid: it names a tool argument, such as 'symbol'")
@@ -151,6 +170,7 @@ _DESCRIPTIONS = {
     "activate": "eager: activate instances at start-up; lazy: on their first call",
     "idle_seconds": "passivate an instance after this many seconds without a call",
     "handle_idle_seconds": "expire a handle after this many seconds without a call",
+    "state_resource": "serve each instance's committed state as the resource state://<name>/<key>",
 }
 
 
@@ -161,7 +181,7 @@ def options_schema() -> dict[str, Any]:
         choices = {"durability": get_args(Durability), "activate": get_args(Activation)}.get(f.name)
         if choices:
             prop: dict[str, Any] = {"type": ["string", "null"], "enum": [*choices, None]}
-        elif f.name in ("stateful", "handles", "per_session"):
+        elif f.name in ("stateful", "handles", "per_session", "state_resource"):
             prop = {"type": ["boolean", "null"]}
         elif f.name.endswith("seconds"):
             prop = {"type": ["number", "null"], "exclusiveMinimum": 0}

@@ -36,7 +36,7 @@ from mcp_types import (
 from pydantic import TypeAdapter, ValidationError
 
 from statefulmcp._errors import ComponentError, InstanceLost, ToolInputError, ToolResultError
-from statefulmcp._options import Activation, Durability, LoadOptions, check_seconds
+from statefulmcp._options import Activation, Durability, LoadOptions, check_seconds, check_state_resource
 from statefulmcp.context import Context, current
 
 __all__ = [
@@ -96,6 +96,7 @@ class ResourceDecl:
     name: str | None
     description: str | None
     mime_type: str | None
+    complete: Mapping[str, Callable[[str], Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +169,8 @@ class ResourceSpec:
     parameters: tuple[str, ...]
     body: ToolSpec
     pattern: re.Pattern[str]
+    complete: Mapping[str, Callable[[str], Any]] = field(default_factory=dict)
+    """Parameter name -> what completes it: called with the text typed so far, returns candidates."""
 
     @property
     def is_template(self) -> bool:
@@ -229,6 +232,8 @@ class ComponentSpec:
     to durable components (passivating one loses nothing), memory ones stay."""
     handle_idle_seconds: float | None = None
     """Expire a handle after this long without a call; None: handles live until closed."""
+    state_resource: bool = False
+    """Serve each instance's committed `self.state` as a resource (`statefulmcp.state_resources`)."""
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -325,7 +330,12 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def resource(
-    uri: str, *, name: str | None = None, description: str | None = None, mime_type: str | None = None
+    uri: str,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    mime_type: str | None = None,
+    complete: Mapping[str, Callable[[str], Any]] | None = None,
 ) -> Callable[[_F], _F]:
     """Expose a method of a `@component` class (or a module-level function) as an MCP resource.
 
@@ -333,8 +343,15 @@ def resource(
     parameter of the method, passed the text the client's URI has there. The method returns a
     `str` (text, `text/plain` unless `mime_type` says otherwise), `bytes` (a blob,
     `application/octet-stream` unless told), or the SDK's `TextResourceContents` /
-    `BlobResourceContents` (or a list of them).
+    `BlobResourceContents` (or a list of them). `complete={"param": fn}` answers
+    `completion/complete` for a template's parameter: `fn(typed_so_far)` (sync or async) returns
+    the candidates; a keyed component's key parameter is completed with the keys that exist
+    unless it has a hook of its own.
     """
+    hooks = dict(complete or {})
+    for parameter, hook in hooks.items():
+        if not callable(hook):
+            raise ComponentError(f"@resource(complete=...): the hook of {parameter!r} is not callable")
     if not isinstance(uri, str) or not _SCHEME.match(uri):
         raise ComponentError(f"@resource needs a URI with a scheme, such as 'data://config', not {uri!r}")
     if "{" in _PLACEHOLDER.sub("", uri) or "}" in _PLACEHOLDER.sub("", uri):
@@ -350,7 +367,9 @@ def resource(
         if not callable(f):
             raise ComponentError(f"@resource decorates a function or method, not {f!r}")
         setattr(
-            f, _RESOURCE_ATTR, ResourceDecl(uri=uri, name=name, description=description, mime_type=mime_type)
+            f,
+            _RESOURCE_ATTR,
+            ResourceDecl(uri=uri, name=name, description=description, mime_type=mime_type, complete=hooks),
         )
         return f
 
@@ -384,11 +403,16 @@ class Stateful:
     each instance of a loaded component. Inheriting from it changes nothing at run time.
 
     `state` is the instance's durable mapping, `key` its key (None for a singleton or a
-    stateless call), and `wait_until` waits inside a turn without holding it.
+    stateless call), `wait_until` waits inside a turn without holding it, and
+    `resource_updated(uri)` tells subscribers of `uri` it changed, once the turn commits.
     """
 
     state: MutableMapping[str, Any]
     key: str | None
+
+    def resource_updated(self, uri: str) -> None:
+        """Replaced on each instance by the host; here only to give it a type."""
+        raise RuntimeError("resource_updated works on an instance of a loaded component only")
 
     async def wait_until(self, predicate: Callable[[], object], timeout: float | None = None) -> None:
         """Replaced on each instance by the host; here only to give it a type."""
@@ -410,6 +434,7 @@ def component(
     uses: Mapping[str, Any] | None = None,
     idle_seconds: float | None = None,
     handle_idle_seconds: float | None = None,
+    state_resource: bool = False,
 ) -> Callable[[_C], _C]: ...
 def component(
     cls: _C | None = None,
@@ -425,6 +450,7 @@ def component(
     uses: Mapping[str, Any] | None = None,
     idle_seconds: float | None = None,
     handle_idle_seconds: float | None = None,
+    state_resource: bool = False,
 ) -> _C | Callable[[_C], _C]:
     """Declare a class as a component; its `@tool` methods become MCP tools.
 
@@ -434,7 +460,9 @@ def component(
     implies `stateful=True`; sessionless clients get a handle from `<name>_open`).
     `idle_seconds` passivates an instance after that long without a call (durable components
     get the server's default, `--idle-seconds`); `handle_idle_seconds` expires a handle after
-    that long without a call.
+    that long without a call. `state_resource=True` serves each instance's committed `self.state`
+    as the resource `state://<name>/<key>` (`state://<name>` for a singleton), listable, readable
+    and subscribable; it is off by default because state may be private.
     """
     decl = ComponentDecl(
         options=LoadOptions(
@@ -447,6 +475,7 @@ def component(
             activate=activate,
             idle_seconds=idle_seconds,
             handle_idle_seconds=handle_idle_seconds,
+            state_resource=state_resource or None,
         ),
         uses=dict(uses or {}),
     )
@@ -691,6 +720,12 @@ def _resource_spec(
             f"{qualified}: @resource({decl.uri!r}): {'; '.join(problems)}. Each {{name}} of the URI must be a "
             "parameter of the method, and each parameter a {name} of the URI"
         )
+    unknown = sorted(set(decl.complete) - set(placeholders))
+    if unknown:
+        raise ComponentError(
+            f"{qualified}: @resource(complete=...) names {', '.join(map(repr, unknown))}, which is not a "
+            f"parameter of the template {decl.uri!r}"
+        )
     pattern = "".join(
         f"(?P<{part}>[^/]+)" if i % 2 else re.escape(part)
         for i, part in enumerate(_PLACEHOLDER.split(decl.uri))
@@ -703,6 +738,7 @@ def _resource_spec(
         parameters=tuple(placeholders),
         body=body,
         pattern=re.compile(pattern),
+        complete=decl.complete,
     )
 
 
@@ -792,6 +828,8 @@ def spec_from_class(cls: type, source: str, options: LoadOptions | None = None) 
         raise ComponentError(f"component {name!r} has @background methods, which need stateful=True")
     if key and not per_session:
         _check_key(name, key, (*tools, *(p.body for p in prompts), *(r.body for r in resources)))
+    if opts.state_resource:
+        check_state_resource(name, stateful, handles, per_session)
     return ComponentSpec(
         name=name,
         source=source,
@@ -810,6 +848,7 @@ def spec_from_class(cls: type, source: str, options: LoadOptions | None = None) 
         binds_context=True,
         idle_seconds=opts.idle_seconds,
         handle_idle_seconds=opts.handle_idle_seconds if handles else None,
+        state_resource=bool(opts.state_resource),
     )
 
 
@@ -822,7 +861,7 @@ def spec_from_functions(
 ) -> ComponentSpec:
     """A stateless component made of module-level `@tool`, `@prompt` and `@resource` functions."""
     opts = options or LoadOptions()
-    if opts.stateful or opts.key or opts.handles or opts.per_session:
+    if opts.stateful or opts.key or opts.handles or opts.per_session or opts.state_resource:
         raise ComponentError(
             f"{source}: module-level @tool functions form a stateless component; "
             "write a @component(stateful=True) class to keep state"

@@ -15,14 +15,14 @@ import enum
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mcp_types import CallToolResult, GetPromptResult, ReadResourceResult
+from mcp_types import CallToolResult, GetPromptResult, ReadResourceResult, Resource, ResourceTemplate
 
-from statefulmcp import instances
+from statefulmcp import instances, state_resources
 from statefulmcp._confined import SUFFIXES, ComponentFile
 from statefulmcp._errors import (
     ComponentError,
@@ -54,6 +54,7 @@ from statefulmcp.per_session import SESSION_ARGUMENT, is_session_key, session_ke
 from statefulmcp.remote import Remote, RemotePool, result_value
 from statefulmcp.state import Store, Sync, is_postgres, store_path
 from statefulmcp.state.sqlite import SqliteStore
+from statefulmcp.updates import STATE_SCHEME, Listener, Updates
 
 log = logging.getLogger("statefulmcp.host")
 
@@ -77,6 +78,9 @@ _MAX_SWEEP = 5.0
 
 _SHOWN_KEYS = 100
 """How many owned keys per component the replica view lists (the count is in `instances`)."""
+
+_COMPLETED_KEYS = 1000
+"""Existing keys a completion looks at, at most (the answer carries 100 and says how many)."""
 
 
 class _Life(enum.Enum):
@@ -192,6 +196,7 @@ class Host:
         self._prompts: dict[str, tuple[LiveComponent, PromptSpec]] = {}
         self._resources: dict[str, tuple[LiveComponent, ResourceSpec]] = {}  # by URI (or template)
         self._listeners: list[Callable[[], Awaitable[None]]] = []
+        self.updates = Updates()
         self._life = _Life.UNOPENED
         self._calls: set[asyncio.Task[Any]] = set()
         self._cut: set[asyncio.Task[Any]] = set()
@@ -336,6 +341,11 @@ class Host:
     def on_tools_changed(self, listener: Callable[[], Awaitable[None]]) -> None:
         """Register a coroutine function to run after every load or unload (the transport's hook)."""
         self._listeners.append(listener)
+
+    def on_resources_updated(self, listener: Listener) -> None:
+        """Register `listener(uris)`, called on the running loop after each commit that updated
+        resources (the transport's hook; see `statefulmcp.updates`)."""
+        self.updates.listen(listener)
 
     async def _notify(self) -> None:
         for listener in self._listeners:
@@ -506,6 +516,7 @@ class Host:
             cluster=self.cluster,
             residency=self.residency,
             max_waiters=self.max_waiters,
+            updates=self.updates,
         )
 
     def _entries(self, live: LiveComponent) -> dict[str, Entry]:
@@ -835,6 +846,14 @@ class Host:
         """
         if self._life is not _Life.OPEN:
             self._require_open()
+        if uri.startswith(STATE_SCHEME):
+            state = self._state_of(uri)
+            if state is not None:
+                live, key = state
+                result: ReadResourceResult = await self.engine.run(
+                    lambda: state_resources.read(live, key, uri)
+                )
+                return result
         found, arguments = self._resources.get(uri), {}
         if found is None or found[1].is_template:
             found = None
@@ -849,10 +868,34 @@ class Host:
                 "(resources/templates/list) to see what this server offers"
             )
         live, resource = found
-        result: ReadResourceResult = await self._run_body(
+        result = await self._run_body(
             "resource", uri, live, resource.body, arguments, resource.reader(uri), session
         )
         return result
+
+    def _state_of(self, uri: str) -> tuple[LiveComponent, str | None] | None:
+        """The component serving its state at `uri`, and the key it names."""
+        parsed = state_resources.parse(uri)
+        live = self._components.get(parsed[0]) if parsed is not None else None
+        if parsed is None or live is None or not live.spec.state_resource:
+            return None
+        if (parsed[1] is None) != (live.spec.key is None):
+            return None  # a keyed component's state needs its key, a singleton's has none
+        return live, parsed[1]
+
+    async def state_resources(self) -> Sequence[Resource]:
+        """The state resources of every component that serves its state, a bounded number each."""
+        found: tuple[Resource, ...] = ()
+        for live in self._serving_state():
+            found += tuple(await self.engine.run(lambda live=live: state_resources.listed(live)))  # type: ignore[misc]
+        return found
+
+    def state_templates(self) -> Sequence[ResourceTemplate]:
+        """The state resource template of every keyed component that serves its state."""
+        return [t for live in self._serving_state() if (t := state_resources.template(live)) is not None]
+
+    def _serving_state(self) -> tuple[LiveComponent, ...]:
+        return tuple(live for live in self._components.values() if live.spec.state_resource)
 
     async def _run_body(
         self,
@@ -880,7 +923,8 @@ class Host:
             ) from None
 
     async def complete(self, name: str, argument: str, typed: str) -> Sequence[str]:
-        """The candidates the prompt's `complete` hook gives for `argument` (none without a hook).
+        """The candidates for `argument` of a prompt: its `complete` hook's, else, for the key
+        of a keyed component, the keys that exist; none otherwise.
 
         Raises `ToolInputError` for an unknown prompt, `ToolCallError` for a hook that failed.
         """
@@ -888,16 +932,48 @@ class Host:
         if found is None:
             raise ToolInputError(f"unknown prompt {name!r}; list the prompts to see what this server offers")
         live, prompt = found
-        hook = prompt.complete.get(argument)
+        return await self._candidates(live, prompt.complete, f"prompt {name!r}", argument, typed)
+
+    async def complete_resource(self, template: str, argument: str, typed: str) -> Sequence[str]:
+        """The candidates for a parameter of the resource template `template` (as `complete`).
+
+        Raises `ToolInputError` for a template nothing serves, `ToolCallError` for a failed hook.
+        """
+        found = self._resources.get(template)
+        if found is not None and found[1].is_template:
+            live, resource = found
+            return await self._candidates(live, resource.complete, f"resource {template!r}", argument, typed)
+        for live in self._serving_state():
+            served = state_resources.template(live)
+            if served is not None and served.uri_template == template:
+                return await self._candidates(live, {}, f"resource {template!r}", argument, typed)
+        raise ToolInputError(
+            f"unknown resource template {template!r}; list the templates (resources/templates/list) to see "
+            "what this server offers"
+        )
+
+    async def _candidates(
+        self,
+        live: LiveComponent,
+        hooks: Mapping[str, Callable[[str], Any]],
+        what: str,
+        argument: str,
+        typed: str,
+    ) -> Sequence[str]:
+        hook = hooks.get(argument)
         if hook is None:
-            return []
+            spec = live.spec
+            if argument != spec.key or spec.handles or spec.per_session:
+                return []  # handles and session keys are secrets: never offered
+            keys = await self.engine.run(lambda: state_resources.known_keys(live, typed, _COMPLETED_KEYS))
+            return [key for key in keys if key is not None]
         try:
             values = await live.call_user(functools.partial(hook, typed), hold=False)
-            refuse_lazy(f"{name} completion", values)
+            refuse_lazy(f"{what} completion", values)
             return [str(v) for v in values]
         except Exception as exc:  # noqa: BLE001 - a hook's own error is its answer, as a tool's is
             raise ToolCallError(
-                f"completing {argument!r} of prompt {name!r} failed: {type(exc).__name__}: {exc}"
+                f"completing {argument!r} of {what} failed: {type(exc).__name__}: {exc}"
             ) from None
 
     # -- calls ------------------------------------------------------------------------------
@@ -1110,6 +1186,11 @@ def _resource_table(components: dict[str, LiveComponent]) -> dict[str, tuple[Liv
     table: dict[str, tuple[LiveComponent, ResourceSpec]] = {}
     for live in components.values():
         for resource in live.spec.resources:
+            if resource.uri.startswith(STATE_SCHEME):
+                raise ComponentError(
+                    f"resource {resource.uri!r} of component {live.name!r}: the state:// scheme is the host's "
+                    "(it serves a component's state with state_resource=True); give it another scheme"
+                )
             if resource.uri in table:
                 raise ComponentError(
                     f"resource {resource.uri!r} of component {live.name!r} is already served by component "

@@ -40,6 +40,7 @@ from statefulmcp._errors import (
 from statefulmcp.engine import outcome
 from statefulmcp.state import Change, CommitChain
 from statefulmcp.state.view import StateView
+from statefulmcp.updates import MAX_ANNOUNCED, check_uri
 
 if TYPE_CHECKING:
     from statefulmcp.background import Background
@@ -89,6 +90,7 @@ class Instance:
     __slots__ = (
         "activated",
         "activating",
+        "announced",
         "background",
         "chain",
         "dropped",
@@ -134,6 +136,8 @@ class Instance:
         """`time.monotonic()` when a call last started or ended on it (idle passivation)."""
         self.going = False
         """Chosen for passivation (see `LiveComponent.passivate_soon`)."""
+        self.announced: set[str] = set()
+        """URIs the running turn said it updated (`resource_updated`), told once it commits."""
 
     @property
     def store_key(self) -> str:
@@ -179,7 +183,7 @@ class Instance:
                 raise
             except asyncio.CancelledError:
                 if self.holder is me:
-                    self.view.rollback()
+                    self._undo()
                 if me.cancelling():
                     raise
                 raise stray_cancel_error(self.owner.name) from None
@@ -187,7 +191,7 @@ class Instance:
                 # A call cancelled while parked in wait_until does not hold the turn: the writes
                 # in the view then belong to whichever turn does, and are not ours to undo.
                 if self.holder is me:
-                    self.view.rollback()
+                    self._undo()
                 if isinstance(exc, Exception):
                     raise
                 raise exit_error(self.owner.name, exc) from None
@@ -263,17 +267,21 @@ class Instance:
     async def commit(self, *, pipeline: bool = False, task: asyncio.Task[Any] | None = None) -> None:
         """Make the turn's writes durable (or wait for earlier pipelined ones) before the reply.
 
+        Once they are, the resources they updated are told (`updates`): never before, and not
+        for a turn that wrote nothing (unless it announced a URI itself).
         `task` is the caller's own task when it already has it (saves a lookup on the hot path).
         """
         view = self.view
         if not view.dirty:
             if self.pending is not None:
                 await self.gate()
+            if self.announced:
+                self._updated(changed=False)
             return
         me = task or asyncio.current_task()
         if self.dropped is not None or self.holder is not me:
             if self.holder is me:
-                view.rollback()
+                self._undo()
             reason = self.dropped or self.ending or "released"
             raise ToolCallError(
                 f"{self.label} was {reason} while this call ran; nothing it wrote after that was kept"
@@ -281,33 +289,64 @@ class Instance:
         store = self.owner.store
         if store is None:
             view.accept()
+            self._updated()
             return
         try:
             names = view.changes()
         except BaseException:
-            view.rollback()
+            self._undo()
             raise
         # Chained while a tick's commit may still be in flight: this turn may have seen its writes.
         chain = self.chain if pipeline or self.pending is not None else None
         commit = store.commit([Change(self.owner.name, self.store_key, names, self.epoch)], chain=chain)
         if pipeline and self.in_flight < MAX_PIPELINED:
             view.accept()
-            self._pipeline(asyncio.ensure_future(commit))
+            announced, self.announced = self.announced, set()
+            self._pipeline(asyncio.ensure_future(commit), announced)
             return
         try:
             await commit  # cancellation-safe: it returns the commit's outcome (see `Store.commit`)
         except StaleInstanceError:
-            view.rollback()
+            self._undo()
             self.owner.drop(self, "dropped: its commit was fenced or in doubt")
             raise
         except BaseException:
-            view.rollback()
+            self._undo()
             raise
         view.accept()
+        self._updated()
         if self.pending is not None:
             await self.gate()
 
-    def _pipeline(self, future: asyncio.Future[None]) -> None:
+    def _undo(self) -> None:
+        """Roll the turn back: its writes, and what it announced, never happened."""
+        self.view.rollback()
+        self.announced.clear()
+
+    def _updated(self, *, changed: bool = True, announced: set[str] | None = None) -> None:
+        """A commit landed: tell the component which of its resources it updated."""
+        if announced is None:
+            announced = self.announced
+            if announced:  # a fresh set only when the turn announced something (the hot path does not)
+                self.announced = set()
+        self.owner.committed(self.key, announced, changed=changed)
+
+    def resource_updated(self, uri: str) -> None:
+        """Say that the resource at `uri` changed; subscribers hear it once this turn commits.
+
+        Bound to each instance as `self.resource_updated(uri)`, for resources the host cannot
+        tell are updated by itself (a template with parameters besides the key, data outside
+        `self.state`). A turn that raises announces nothing.
+        """
+        uri = check_uri(uri)
+        if uri not in self.announced and len(self.announced) >= MAX_ANNOUNCED:
+            raise ToolCallError(
+                f"{self.label}: one turn may announce at most {MAX_ANNOUNCED} updated resources; announce "
+                "fewer (subscribers reread what they watch), or split the work over several turns"
+            )
+        self.announced.add(uri)
+
+    def _pipeline(self, future: asyncio.Future[None], announced: set[str]) -> None:
         """Chain a tick's in-flight commit after the earlier ones; a failure drops the instance.
 
         Memory has moved on past a write the store refused, so the only truthful state left is
@@ -325,6 +364,7 @@ class Instance:
                 log.error("a background commit of %s failed (%s); dropping the instance", self.label, exc)
                 self.owner.drop(self, "dropped after a failed background commit")
                 raise
+            self._updated(announced=announced)
 
         pending = asyncio.ensure_future(chained())
         self.in_flight += 1
@@ -460,7 +500,7 @@ class Instance:
                 self.activating = False
             await self.commit()
         except BaseException:
-            self.view.rollback()
+            self._undo()
             owner.drop(self, "dropped after a failed activation")
             raise
         self.activated = True

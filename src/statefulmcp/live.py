@@ -26,6 +26,7 @@ from statefulmcp.instances import Instance, Stale, cancel_requested, exit_error,
 from statefulmcp.per_session import no_session
 from statefulmcp.state import Store
 from statefulmcp.state.view import NoState
+from statefulmcp.updates import Updates, check_uri, instance_uris
 
 log = logging.getLogger("statefulmcp.live")
 
@@ -100,6 +101,7 @@ class LiveComponent:
         cluster: Cluster | None = None,
         residency: Residency | None = None,
         max_waiters: int | None = None,
+        updates: Updates | None = None,
     ) -> None:
         self.spec = spec
         self.name = spec.name
@@ -123,6 +125,9 @@ class LiveComponent:
         """Per-session components: session keys whose session ended (recent ones, oldest first);
         a call still queued for one is refused instead of making its instance again."""
         self.closed = False
+        self.updates = updates
+        """Where a commit's updated resource URIs go (the transport listens); None in-process."""
+        self._uris = instance_uris(spec)
         self.ended = {name: LoopStats() for name, _ in spec.backgrounds}
         self._reaping: set[asyncio.Task[Any]] = set()
 
@@ -312,11 +317,26 @@ class LiveComponent:
         if self.spec.binds_context:
             if instance is None:
                 obj.state, obj.key, obj.wait_until = NoState(self.name), None, _no_wait
+                obj.resource_updated = self.announce
             else:
                 obj.state, obj.key, obj.wait_until = instance.view, instance.key, instance.wait_until
+                obj.resource_updated = instance.resource_updated
             if self.bind is not None:
                 self.bind(obj)
         return obj
+
+    def committed(self, key: str | None, announced: set[str], *, changed: bool) -> None:
+        """An instance's commit landed: post the URIs it updated (see `statefulmcp.updates`)."""
+        updates = self.updates
+        if updates is None or not updates.heard:
+            return
+        updates.post((*self._uris(key), *announced) if changed else announced)
+
+    def announce(self, uri: str) -> None:
+        """`self.resource_updated(uri)` of a stateless call: it has no commit to wait for."""
+        uri = check_uri(uri)
+        if self.updates is not None:
+            self.updates.post((uri,))
 
     def start_background(self, instance: Instance) -> None:
         methods = [(name, decl.every) for name, decl in self.spec.backgrounds]

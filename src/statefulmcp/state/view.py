@@ -109,6 +109,17 @@ class StateView(MutableMapping[str, Any]):
                 ) from None
         return out
 
+    def committed(self) -> dict[str, Any]:
+        """The values as last committed: what the running turn (or a plain background loop) wrote
+        since is left out, so a reader outside the turn never sees it half done."""
+        data = dict(self._data)
+        for name, old in self._before.items():
+            if old is _MISSING:
+                data.pop(name, None)
+            else:
+                data[name] = old
+        return data
+
     def accept(self) -> None:
         """The turn's writes are committed: forget what they replaced."""
         self._before.clear()

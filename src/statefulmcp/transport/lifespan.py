@@ -114,10 +114,13 @@ async def serve(options: ServeOptions) -> int:
         else:
             await host.load_all(options.paths)
         frontend = McpFrontend(host, allow_load=options.allow_load)
-        if options.stdio:
-            await _serve_stdio(host, frontend, options, bound)
-        else:
-            await _serve_http(host, frontend, options, bound)
+        try:
+            if options.stdio:
+                await _serve_stdio(host, frontend, options, bound)
+            else:
+                await _serve_http(host, frontend, options, bound)
+        finally:
+            await frontend.aclose()
     except (_CannotStart, ComponentError, ActivationError) as exc:
         log.error("cannot start: %s", exc)
         await _close(host, bound)

@@ -15,7 +15,7 @@ import logging
 import time
 import warnings
 import weakref
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,7 @@ from statefulmcp.components import tool_result_text
 from statefulmcp.host import Host
 from statefulmcp.transport.admin import ADMIN_TOOLS, admin_tools, caller_is_admin
 from statefulmcp.transport.auth import has_scope
+from statefulmcp.transport.updates import ResourceUpdates
 
 log = logging.getLogger("statefulmcp.transport")
 
@@ -78,12 +79,6 @@ _ENDING = "statefulmcp/session-end"
 
 _LOG_LEVEL = "statefulmcp/log-level"
 """The `Connection.state` entry of the least severe level its client asked for (`logging/setLevel`)."""
-
-_SUBSCRIPTIONS = "statefulmcp/resource-subscriptions"
-"""The `Connection.state` entry of the URIs its client subscribed to (`resources/subscribe`)."""
-
-MAX_SUBSCRIPTIONS = 1000
-"""The most resource subscriptions one session keeps (invariant 10: nothing grows unbounded)."""
 
 MAX_COMPLETIONS = 100
 """The most values one `completion/complete` answer carries (the spec's limit)."""
@@ -123,6 +118,7 @@ class McpFrontend:
         self.default_session: str | None = None
         """The session of calls whose connection has none: over stdio, the one client's."""
         self.bus = InMemorySubscriptionBus()
+        self.updates = ResourceUpdates(self.bus)
         # Handshake-era connections that may hear `notifications/tools/list_changed`; weak so a
         # closed connection goes away by itself.
         self._connections: weakref.WeakSet[Connection] = weakref.WeakSet()
@@ -153,6 +149,11 @@ class McpFrontend:
         # says `Server.__init__`); the public list is replaced rather than filtered by a private class.
         self.server.middleware[:] = [self._track_sessions]
         host.on_tools_changed(self._tools_changed)
+        host.on_resources_updated(self.updates.updated)
+
+    async def aclose(self) -> None:
+        """Stop what the frontend started (resource updates still being sent)."""
+        await self.updates.aclose()
 
     # -- listing ----------------------------------------------------------------------------
 
@@ -239,18 +240,18 @@ class McpFrontend:
     async def _complete(
         self, ctx: ServerRequestContext[Any], params: CompleteRequestParams
     ) -> CompleteResult:
-        """Candidates for a prompt's argument from its `complete` hook; none yet for a resource
-        template's parameters."""
-        values: Sequence[str] = ()
-        if params.ref.type == "ref/prompt":
-            try:
-                values = await self.host.complete(
-                    params.ref.name, params.argument.name, params.argument.value
-                )
-            except ToolInputError as exc:
-                raise MCPError(INVALID_PARAMS, str(exc)) from None
-            except ToolCallError as exc:
-                raise MCPError(INTERNAL_ERROR, str(exc)) from None
+        """Candidates for a prompt's argument or a resource template's parameter: from its
+        `complete` hook, or, for a keyed component's key, the keys that exist."""
+        ref, argument = params.ref, params.argument
+        try:
+            if ref.type == "ref/prompt":
+                values = await self.host.complete(ref.name, argument.name, argument.value)
+            else:
+                values = await self.host.complete_resource(ref.uri, argument.name, argument.value)
+        except ToolInputError as exc:
+            raise MCPError(INVALID_PARAMS, str(exc)) from None
+        except (ToolCallError, HostStateError) as exc:
+            raise MCPError(INTERNAL_ERROR, str(exc)) from None
         # The spec caps one answer at 100 values and says how many there were.
         return CompleteResult(
             completion=Completion(
@@ -267,9 +268,12 @@ class McpFrontend:
     ) -> ListResourcesResult:
         return ListResourcesResult(
             resources=[
-                Resource(uri=r.uri, name=r.name, description=r.description, mime_type=r.mime_type)
-                for r in self.host.resources()
-                if not r.is_template
+                *(
+                    Resource(uri=r.uri, name=r.name, description=r.description, mime_type=r.mime_type)
+                    for r in self.host.resources()
+                    if not r.is_template
+                ),
+                *await self.host.state_resources(),
             ]
         )
 
@@ -284,6 +288,7 @@ class McpFrontend:
                 for r in self.host.resources()
                 if r.is_template
             ]
+            + list(self.host.state_templates())
         )
 
     async def _read_resource(
@@ -300,18 +305,11 @@ class McpFrontend:
             raise MCPError(INTERNAL_ERROR, str(exc), data={"uri": uri}) from None
 
     async def _subscribe(self, ctx: ServerRequestContext[Any], params: SubscribeRequestParams) -> EmptyResult:
-        """Keep the URI on the connection, for the session's life. `notifications/resources/updated`
-        is not sent yet: nothing tells the host that a resource changed."""
+        """Keep the URI on the connection, for the session's life: each commit that updates it
+        sends `notifications/resources/updated` (see `transport.updates`)."""
         connection = _connection(ctx)
         if connection is not None:
-            subscribed: set[str] = connection.state.setdefault(_SUBSCRIPTIONS, set())
-            if params.uri not in subscribed and len(subscribed) >= MAX_SUBSCRIPTIONS:
-                raise MCPError(
-                    INVALID_PARAMS,
-                    f"this session already has {MAX_SUBSCRIPTIONS} resource subscriptions, the most it may "
-                    "keep; unsubscribe from one first",
-                )
-            subscribed.add(params.uri)
+            self.updates.subscribe(connection, params.uri)
         return EmptyResult()
 
     async def _unsubscribe(
@@ -319,7 +317,7 @@ class McpFrontend:
     ) -> EmptyResult:
         connection = _connection(ctx)
         if connection is not None:
-            connection.state.get(_SUBSCRIPTIONS, set()).discard(params.uri)
+            self.updates.unsubscribe(connection, params.uri)
         return EmptyResult()
 
     # -- logging ----------------------------------------------------------------------------

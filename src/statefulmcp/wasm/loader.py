@@ -256,6 +256,11 @@ def load_wasm(
             raise ComponentError(f"{path}: cannot serve `{export.qualified}` as a tool: {exc}") from None
     stateful, key, handles = opts.instance_model()
     per_session = bool(opts.per_session)
+    if opts.state_resource:
+        raise ComponentError(
+            f"{path}: state_resource=true serves a component's self.state, and a WebAssembly component keeps "
+            "its state in its own linear memory; serve what it holds through one of its tools instead"
+        )
     _check_options(path, name, stateful, None if per_session else key, tools)
     imports = list(component.type.imports(eng))
     linker = wc.Linker(eng)
