@@ -18,11 +18,28 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from mcp_types import CallToolResult, GetPromptResult, ReadResourceResult, Resource, ResourceTemplate
+from mcp import ClientSession
+from mcp.shared.dispatcher import ProgressFnT
+from mcp.shared.exceptions import MCPError
+from mcp_types import (
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    CallToolResult,
+    GetPromptRequest,
+    GetPromptRequestParams,
+    GetPromptResult,
+    ReadResourceRequest,
+    ReadResourceRequestParams,
+    ReadResourceResult,
+    RequestParamsMeta,
+    Resource,
+    ResourceTemplate,
+    Result,
+)
 
-from statefulmcp import instances, state_resources
+from statefulmcp import context, instances, state_resources
 from statefulmcp._confined import SUFFIXES, ComponentFile
 from statefulmcp._errors import (
     ComponentError,
@@ -35,7 +52,16 @@ from statefulmcp._errors import (
 from statefulmcp._importing import import_file
 from statefulmcp._options import LoadOptions
 from statefulmcp._tools import ComponentTool, EngineTool, Entry, Finish, HostTool, ToolTable
-from statefulmcp.cluster import DEFAULT_LEASE_SECONDS, NOT_OWNER, Cluster, Elsewhere
+from statefulmcp.cluster import (
+    DEFAULT_LEASE_SECONDS,
+    NOT_OWNER,
+    SESSION,
+    Cluster,
+    Elsewhere,
+    Hop,
+    NotOwner,
+    Send,
+)
 from statefulmcp.components import (
     ComponentSpec,
     Permissions,
@@ -81,6 +107,12 @@ _SHOWN_KEYS = 100
 
 _COMPLETED_KEYS = 1000
 """Existing keys a completion looks at, at most (the answer carries 100 and says how many)."""
+
+_ANSWERS = frozenset({INVALID_PARAMS, INTERNAL_ERROR})
+"""The JSON-RPC errors an owner answers a forwarded prompt get or resource read with (its own
+answer, passed on to the caller as it is), as `McpFrontend` does."""
+
+R = TypeVar("R", bound=Result)
 
 
 class _Life(enum.Enum):
@@ -815,21 +847,50 @@ class Host:
         return {name: prompt for name, (_, prompt) in self._prompts.items()}
 
     async def get_prompt(
-        self, name: str, arguments: dict[str, str] | None = None, *, session: str | None = None
+        self,
+        name: str,
+        arguments: dict[str, str] | None = None,
+        *,
+        session: str | None = None,
+        forwarded: str | None = None,
+        token: str | None = None,
+        proof: str | None = None,
+        session_key: str | None = None,
     ) -> GetPromptResult:
         """Run a prompt the way a tool runs (a turn of its instance, if stateful) for its messages.
+        With replicas, it runs on the owner of its instance, forwarded there as a tool call is
+        (`forwarded`, `token`, `proof` as for `call_result`; `session_key`: the session key a
+        forwarding replica names, with `proof`).
 
         Raises `ToolInputError` for an unknown prompt or bad arguments (the caller's fault),
-        `ToolCallError` for a prompt that failed.
+        `ToolCallError` for a prompt that failed (`NotOwner` for a forwarded one this replica
+        cannot serve).
         """
+        hop = Hop(forwarded, token, proof, session_key)
+        return await self._on_this_hop(hop, self._get_prompt(name, dict(arguments or {}), session, hop))
+
+    async def _get_prompt(
+        self, name: str, arguments: dict[str, str], session: str | None, hop: Hop
+    ) -> GetPromptResult:
         if self._life is not _Life.OPEN:
             self._require_open()
         found = self._prompts.get(name)
         if found is None:
             raise ToolInputError(f"unknown prompt {name!r}; list the prompts to see what this server offers")
         live, prompt = found
+
+        async def send(
+            client: ClientSession, meta: dict[str, Any], progress: ProgressFnT | None
+        ) -> GetPromptResult:
+            params = GetPromptRequestParams(
+                name=name, arguments=arguments, _meta=cast(RequestParamsMeta, meta)
+            )
+            return await client.send_request(
+                GetPromptRequest(params=params), GetPromptResult, progress_callback=progress
+            )
+
         result: GetPromptResult = await self._run_body(
-            "prompt", name, live, prompt.body, arguments or {}, prompt.body.to_result, session
+            "prompt", name, live, prompt.body, arguments, prompt.body.to_result, session, hop, send
         )
         return result
 
@@ -837,23 +898,36 @@ class Host:
         """Every resource and resource template served, in load order, for listing."""
         return tuple(resource for _, resource in self._resources.values())
 
-    async def read_resource(self, uri: str, *, session: str | None = None) -> ReadResourceResult:
+    async def read_resource(
+        self,
+        uri: str,
+        *,
+        session: str | None = None,
+        forwarded: str | None = None,
+        token: str | None = None,
+        proof: str | None = None,
+        session_key: str | None = None,
+    ) -> ReadResourceResult:
         """Read the resource at `uri`: the static one of that URI, else the first template that
-        matches, run the way a tool runs (a turn of its instance, if stateful).
+        matches, run the way a tool runs (a turn of its instance, if stateful). With replicas,
+        it runs on the owner of its instance, as `get_prompt` says.
 
         Raises `ToolInputError` for a URI nothing serves or bad parameters (the caller's fault),
-        `ToolCallError` for a resource that failed.
+        `ToolCallError` for a resource that failed (`NotOwner` for a forwarded one this replica
+        cannot serve).
         """
+        hop = Hop(forwarded, token, proof, session_key)
+        return await self._on_this_hop(hop, self._read_resource(uri, session, hop))
+
+    async def _read_resource(self, uri: str, session: str | None, hop: Hop) -> ReadResourceResult:
         if self._life is not _Life.OPEN:
             self._require_open()
         if uri.startswith(STATE_SCHEME):
             state = self._state_of(uri)
             if state is not None:
                 live, key = state
-                result: ReadResourceResult = await self.engine.run(
-                    lambda: state_resources.read(live, key, uri)
-                )
-                return result
+                read: ReadResourceResult = await self.engine.run(lambda: state_resources.read(live, key, uri))
+                return read
         found, arguments = self._resources.get(uri), {}
         if found is None or found[1].is_template:
             found = None
@@ -868,8 +942,17 @@ class Host:
                 "(resources/templates/list) to see what this server offers"
             )
         live, resource = found
-        result = await self._run_body(
-            "resource", uri, live, resource.body, arguments, resource.reader(uri), session
+
+        async def send(
+            client: ClientSession, meta: dict[str, Any], progress: ProgressFnT | None
+        ) -> ReadResourceResult:
+            params = ReadResourceRequestParams(uri=uri, _meta=cast(RequestParamsMeta, meta))
+            return await client.send_request(
+                ReadResourceRequest(params=params), ReadResourceResult, progress_callback=progress
+            )
+
+        result: ReadResourceResult = await self._run_body(
+            "resource", uri, live, resource.body, arguments, resource.reader(uri), session, hop, send
         )
         return result
 
@@ -906,21 +989,62 @@ class Host:
         arguments: dict[str, Any],
         finish: Finish,
         session: str | None,
-    ) -> Any:
-        """Run a prompt's or a resource's body as a tool of its component is run."""
-        try:
-            validated = body.validate(arguments)
-        except ToolInputError as exc:
-            raise ToolInputError(f"invalid arguments for {kind} {name!r}: {exc}") from None
+        hop: Hop,
+        send: Send[R],
+    ) -> R:
+        """Run a prompt's or a resource's body as a tool of its component is run, and routed:
+        here, or on the replica that owns its instance (`send` asks it there)."""
+
+        def validated() -> dict[str, Any]:
+            try:
+                return body.validate(arguments)
+            except ToolInputError as exc:
+                raise ToolInputError(f"invalid arguments for {kind} {name!r}: {exc}") from None
+
         entry = ComponentTool(body, live, self.engine)
-        key = self._session_key(entry, validated, session)
+        key = self._named_session(live, hop) or self._session_key(entry, validated(), session)
+
+        async def here() -> R:
+            result: R = await self._run(name, entry, validated(), finish, key)
+            return result
+
         try:
-            return await self._run(name, entry, validated, finish, key)
-        except Elsewhere:
-            raise ToolCallError(
-                f"{kind} {name!r} runs on the replica that owns its instance, and {kind}s are not forwarded "
-                "yet; call a tool of the component instead"
-            ) from None
+            return await here()
+        except Elsewhere as where:
+            if hop.forwarded is not None:
+                raise NotOwner(f"not the owner: {where}; retry") from None
+            if key is not None and live.spec.per_session:
+                send = _naming_session(send, key)
+            try:
+                return await self._forward(where, send, here, token=hop.token, session=key, answers=_ANSWERS)
+            except MCPError as exc:  # the owner's own answer, an error: the caller's, or the body's
+                if exc.error.code == INVALID_PARAMS:
+                    raise ToolInputError(exc.error.message) from None
+                raise ToolCallError(exc.error.message) from None
+
+    def _named_session(self, live: LiveComponent, hop: Hop) -> str | None:
+        """The session key a forwarding replica names for a prompt or a resource (their requests
+        have no argument for it), checked as a tool call's is: only with a replica's proof."""
+        key = hop.session_key
+        if key is None or not live.spec.per_session:
+            return None
+        if not is_session_key(key) or self.cluster is None or not self.cluster.proven(key, hop.proof):
+            raise ToolInputError(
+                f"{SESSION}: only a replica forwarding a call may name a session's key; leave it out"
+            )
+        return key
+
+    async def _on_this_hop(self, hop: Hop, work: Coroutine[Any, Any, R]) -> R:
+        """A forwarded request this replica cannot serve (draining, or cut off from the database)
+        answers "not the owner": the forwarding replica routes it again (see `call_result`)."""
+        try:
+            return await work
+        except (ToolCallError, HostStateError) as exc:
+            if isinstance(exc, NotOwner) or hop.forwarded is None:
+                raise
+            if self._life is not _Life.OPEN or self._unleased():
+                raise NotOwner(f"not the owner: {exc}; retry") from None
+            raise
 
     async def complete(self, name: str, argument: str, typed: str) -> Sequence[str]:
         """The candidates for `argument` of a prompt: its `complete` hook's, else, for the key
@@ -1062,7 +1186,7 @@ class Host:
         try:
             return await self._run(name, entry, validated, functools.partial(_private_copy, name), key)
         except Elsewhere as where:
-            result = await self._forward(where, name, arguments or {}, token=None, session=key)
+            result = await self._forward_tool(where, name, arguments or {}, token=None, session=key)
             if result.is_error:
                 raise ToolCallError(_text_of(result)) from None
             return result_value(result)
@@ -1096,7 +1220,7 @@ class Host:
             except Elsewhere as where:
                 if forwarded is not None:
                     return _not_owner(str(where))
-                return await self._forward(where, name, arguments or {}, token=token, session=key)
+                return await self._forward_tool(where, name, arguments or {}, token=token, session=key)
         except (ToolCallError, ToolResultError, HostStateError) as exc:
             if forwarded is not None and (self._life is not _Life.OPEN or self._unleased()):
                 # Draining: the forwarding replica waits for the hand-off. Unleased (cut off from
@@ -1108,7 +1232,7 @@ class Host:
     def _unleased(self) -> bool:
         return self.cluster is not None and not self.cluster.membership.valid()
 
-    async def _forward(
+    async def _forward_tool(
         self,
         where: Elsewhere,
         name: str,
@@ -1117,18 +1241,53 @@ class Host:
         token: str | None,
         session: str | None = None,
     ) -> CallToolResult:
-        """Send the call to the owner. When the owner is gone or draining, wait for its keys to
-        move (its lease to expire, or its hand-off) and route the call again, within a bound.
+        """Forward a tool call to the owner (see `_forward`).
 
         A call keyed by the caller's session (`session`) carries that key to the owner in
         `SESSION_ARGUMENT`, so the owner routes it to the same instance.
         """
+        sent = arguments if session is None else {**arguments, SESSION_ARGUMENT: session}
+
+        async def send(
+            client: ClientSession, meta: dict[str, Any], progress: ProgressFnT | None
+        ) -> CallToolResult:
+            return await client.call_tool(
+                name, sent, progress_callback=progress, meta=cast(RequestParamsMeta, meta)
+            )
+
+        async def here() -> CallToolResult:
+            entry, validated = self._resolve(name, arguments)
+            result: CallToolResult = await self._run(name, entry, validated, entry.spec.to_result, session)
+            return result
+
+        return await self._forward(where, send, here, token=token, session=session)
+
+    async def _forward(
+        self,
+        where: Elsewhere,
+        send: Send[R],
+        here: Callable[[], Awaitable[R]],
+        *,
+        token: str | None,
+        session: str | None = None,
+        answers: frozenset[int] = frozenset(),
+    ) -> R:
+        """Send a request to the owner. When the owner is gone or draining, wait for its keys to
+        move (its lease to expire, or its hand-off) and route it again (`here` runs it on this
+        replica, or raises `Elsewhere`), within a bound.
+
+        What the owner's tool logs and reports on the way reaches the caller of the request in
+        progress (its `Context`), before the answer. `session` is a session key the request
+        names, proven to the owner.
+        """
         cluster = self.cluster
         assert cluster is not None
-        sent = arguments if session is None else {**arguments, SESSION_ARGUMENT: session}
+        caller = context.current()
         deadline = time.monotonic() + 2 * cluster.membership.lease + 1.0
         while True:
-            result, why = await cluster.forward(where, name, sent, token=token, prove=session)
+            result, why = await cluster.forward(
+                where, send, token=token, context=caller, prove=session, answers=answers
+            )
             if result is not None and not (result.meta or {}).get(NOT_OWNER):
                 return result
             if result is not None:
@@ -1138,10 +1297,8 @@ class Host:
                     f"{where.component}[{where.key!r}] could not be reached: {why}; retry the call"
                 )
             await asyncio.sleep(min(0.1, cluster.membership.lease / 10))
-            entry, validated = self._resolve(name, arguments)
             try:
-                value: CallToolResult = await self._run(name, entry, validated, entry.spec.to_result, session)
-                return value
+                return await here()
             except Elsewhere as moved:
                 where = moved
 
@@ -1200,8 +1357,17 @@ def _resource_table(components: dict[str, LiveComponent]) -> dict[str, tuple[Liv
     return table
 
 
-def _text_of(result: CallToolResult) -> str:
-    return " ".join(getattr(block, "text", "") for block in result.content)
+def _text_of(result: Result) -> str:
+    return " ".join(getattr(block, "text", "") for block in getattr(result, "content", ()))
+
+
+def _naming_session(send: Send[R], key: str) -> Send[R]:
+    """`send`, naming the session key `key` to the owner (proven by `Cluster.forward`)."""
+
+    async def sending(client: ClientSession, meta: dict[str, Any], progress: ProgressFnT | None) -> R:
+        return await send(client, {**meta, SESSION: key}, progress)
+
+    return sending
 
 
 def _not_owner(why: str) -> CallToolResult:

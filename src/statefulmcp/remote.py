@@ -6,13 +6,16 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import httpx2
 from mcp import ClientSession
+from mcp.client.session import LoggingFnT
 from mcp.client.streamable_http import streamable_http_client
-from mcp_types import CallToolResult, RequestParamsMeta
+from mcp.shared.exceptions import MCPError
+from mcp_types import CallToolResult, LoggingLevel, RequestParamsMeta
 
 from statefulmcp._errors import RemoteCallError
 
@@ -21,6 +24,8 @@ __all__ = ["Remote", "RemoteCallError", "RemotePool"]
 log = logging.getLogger("statefulmcp.remote")
 
 DEFAULT_TIMEOUT = 30.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +108,20 @@ def _never_connected(exc: BaseException) -> bool:
 class _Connection:
     """One open MCP session to a server, owned by a task (SDK contexts must exit where entered)."""
 
-    def __init__(self, url: str, token: str | None, *, modern: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        *,
+        modern: bool = False,
+        log_level: LoggingLevel | None = None,
+        logging_callback: LoggingFnT | None = None,
+    ) -> None:
         self.url = url
         self.token = token
         self.modern = modern
+        self.log_level: LoggingLevel | None = log_level
+        self.logging_callback = logging_callback
         self.refused: int | None = None  # 401 or 403, if the server answered one
         self.session: ClientSession | None = None
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -127,7 +142,11 @@ class _Connection:
                 read, write = await stack.enter_async_context(
                     streamable_http_client(self.url, http_client=client)
                 )
-                session = await stack.enter_async_context(ClientSession(read, write))
+                session = await stack.enter_async_context(
+                    ClientSession(
+                        read, write, logging_callback=self.logging_callback, log_level=self.log_level
+                    )
+                )
                 if self.modern:
                     await session.discover()
                 else:
@@ -164,10 +183,20 @@ class _Connection:
 class RemotePool:
     """One reused MCP session per server URL, opened on first use and reopened after a failure."""
 
-    def __init__(self, *, modern: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        modern: bool = False,
+        log_level: LoggingLevel | None = None,
+        logging_callback: LoggingFnT | None = None,
+    ) -> None:
         """`modern=True` speaks the sessionless 2026-07-28 protocol (`server/discover`): cheaper per
-        call, for servers known to serve it (replicas forwarding to each other)."""
+        call, for servers known to serve it (replicas forwarding to each other). `log_level` asks
+        every request's server for the log messages from that level up (2026-07-28), and
+        `logging_callback` hears them."""
         self.modern = modern
+        self.log_level: LoggingLevel | None = log_level
+        self.logging_callback = logging_callback
         self._connections: dict[tuple[str, str | None], _Connection] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -211,20 +240,47 @@ class RemotePool:
     ) -> CallToolResult:
         """The server's raw result. Raises `TimeoutError`, `CallNotSent` when the request cannot have
         reached the server (no session could be opened), or `CallFailed` when it may have."""
+        return await self.request(
+            url,
+            lambda session: session.call_tool(tool, arguments, meta=cast(RequestParamsMeta | None, meta)),
+            token=token,
+            timeout=timeout,
+        )
+
+    async def request(
+        self,
+        url: str,
+        send: Callable[[ClientSession], Awaitable[T]],
+        *,
+        token: str | None = None,
+        timeout: float,
+        answers: frozenset[int] = frozenset(),
+    ) -> T:
+        """What `send` gets from the server over this pool's session to `url`. Raises as
+        `call_tool` does; an `MCPError` whose code is in `answers` is the server's own answer (it
+        comes back as it is, and the session stays)."""
         target = (url, token)
         connection: _Connection | None = None
         async with asyncio.timeout(timeout):
             connection = self._connections.get(target)
             if connection is None or connection.task.done():
-                connection = self._connections[target] = _Connection(url, token, modern=self.modern)
+                connection = self._connections[target] = _Connection(
+                    url,
+                    token,
+                    modern=self.modern,
+                    log_level=self.log_level,
+                    logging_callback=self.logging_callback,
+                )
             try:
                 session = await connection.ready()
             except Exception as exc:
                 self._forget(target)
                 raise CallNotSent(exc, connection.refused) from exc
             try:
-                return await session.call_tool(tool, arguments, meta=cast(RequestParamsMeta | None, meta))
+                return await send(session)
             except Exception as exc:
+                if isinstance(exc, MCPError) and exc.error.code in answers:
+                    raise
                 self._forget(target)
                 if _never_connected(exc):
                     raise CallNotSent(exc, None) from exc

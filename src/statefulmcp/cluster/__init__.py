@@ -21,18 +21,25 @@ import hashlib
 import hmac
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from mcp_types import CallToolResult
+from mcp import ClientSession
+from mcp.shared.dispatcher import ProgressFnT
+from mcp.shared.exceptions import MCPError
+from mcp_types import Result
 
 from statefulmcp._errors import ToolCallError
 from statefulmcp.cluster.membership import Membership
 from statefulmcp.cluster.ownership import Claimed, Owner, Ownership
+from statefulmcp.cluster.relay import RELAY, Relays
+from statefulmcp.context import Context
 from statefulmcp.remote import CallFailed, CallNotSent, RemotePool
 
 log = logging.getLogger("statefulmcp.cluster")
 
-__all__ = ["FORWARDED", "NOT_OWNER", "PROOF", "Cluster", "Elsewhere"]
+__all__ = ["FORWARDED", "NOT_OWNER", "PROOF", "SESSION", "Cluster", "Elsewhere", "Hop", "NotOwner", "Send"]
 
 FORWARDED = "statefulmcp/forwarded"
 """The `_meta` key of a forwarded call (its value: the sending replica's id)."""
@@ -41,7 +48,18 @@ PROOF = "statefulmcp/proof"
 """The `_meta` key of a forwarded call's proof that a replica sent it (see `Cluster.prove`)."""
 
 NOT_OWNER = "statefulmcp/not-owner"
-"""The `_meta` key of a forwarded call's answer when the replica it reached does not own the key."""
+"""The `_meta` key of a forwarded call's answer when the replica it reached does not own the key
+(in the error's `data` for a prompt or a resource, whose errors are JSON-RPC errors)."""
+
+SESSION = "statefulmcp/session"
+"""The `_meta` key of the session key a forwarded prompt get or resource read names (a tool call
+names it in its arguments); proven like a tool call's, with `PROOF`."""
+
+R = TypeVar("R", bound=Result)
+
+Send = Callable[[ClientSession, dict[str, Any], ProgressFnT | None], Awaitable[R]]
+"""Sends one request on a client session to the owner, with the `_meta` and progress callback
+given: a tool call, a prompt get or a resource read."""
 
 DEFAULT_LEASE_SECONDS = 2.0
 
@@ -59,6 +77,24 @@ class Elsewhere(Exception):
         self.owner = owner
 
 
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """How a request reached this replica, from its `_meta` and headers: the replica that
+    forwarded it (`FORWARDED`; then it is never forwarded again), that replica's `PROOF` of the
+    session key it names (`SESSION`, for a prompt or a resource; a tool call names it in its
+    arguments), and the caller's bearer token, passed on when the request must be forwarded."""
+
+    forwarded: str | None = None
+    token: str | None = None
+    proof: str | None = None
+    session_key: str | None = None
+
+
+class NotOwner(ToolCallError):
+    """A forwarded request reached a replica that cannot serve its key (it is not, or may no
+    longer be, the owner): the forwarding replica routes it again."""
+
+
 class _OwnerLost(Exception):
     """The owner of a forwarded call stopped renewing its lease before it answered."""
 
@@ -73,7 +109,7 @@ class Cluster:
         self.elsewhere: dict[tuple[str, str], Owner] = {}
         """Owners learned from claims: calls for these keys are forwarded without asking again."""
         self.on_new_life: list[Any] = []
-        self._pools: dict[asyncio.AbstractEventLoop, RemotePool] = {}
+        self._pools: dict[asyncio.AbstractEventLoop, tuple[RemotePool, Relays]] = {}
 
     @property
     def replica(self) -> str:
@@ -142,54 +178,81 @@ class Cluster:
     async def forward(
         self,
         where: Elsewhere,
-        name: str,
-        arguments: dict[str, Any],
+        send: Send[R],
         *,
         token: str | None,
+        context: Context,
         prove: str | None = None,
-    ) -> tuple[CallToolResult | None, str]:
-        """Send the call to the owner; (its result, "") or (None, why it could not be sent).
+        answers: frozenset[int] = frozenset(),
+    ) -> tuple[R | None, str]:
+        """Send a request to the owner; (its result, "") or (None, why it could not be sent or
+        served there).
 
-        `prove`: a key the call names that only a replica may name, proven with `PROOF`. A
-        result whose `_meta` says "not the owner" comes back as it is; the caller decides.
+        `prove`: a key the request names that only a replica may name, proven with `PROOF`.
+        What the owner's tool logs and reports meanwhile reaches `context`, the original
+        caller's, before this returns (`relay`). A result whose `_meta` says "not the owner"
+        comes back as it is, and the caller decides; an error answer whose `data` says so comes
+        back as (None, why). Other error answers with a code in `answers` are raised as they are.
         """
         url = where.owner.url
         if url is None:
             self.forget(where.component, where.key)
             return None, f"its owner, replica {where.owner.replica}, has no advertised address (--advertise)"
-        pool = self._pools.get(asyncio.get_running_loop())
-        if pool is None:
-            pool = self._pools[asyncio.get_running_loop()] = RemotePool(modern=True)
+        loop = asyncio.get_running_loop()
+        found = self._pools.get(loop)
+        if found is None:
+            relays = Relays()
+            # Every level: the owner cannot know the original caller's filter, which applies here.
+            pool = RemotePool(modern=True, log_level="debug", logging_callback=relays.log)
+            found = self._pools[loop] = (pool, relays)
+        pool, relays = found
         timeout = (self.call_seconds or 3600.0) + 5.0
-        meta = {FORWARDED: self.replica}
+        meta: dict[str, Any] = {FORWARDED: self.replica}
         if prove is not None:
             meta[PROOF] = self.prove(prove)
-        call = asyncio.ensure_future(
-            pool.call_tool(url, name, arguments, token=token, timeout=timeout, meta=meta)
-        )
-        try:
-            result = await self._while_alive(call, where.owner)
-        except CallNotSent as exc:
-            self.forget(where.component, where.key)
-            if exc.refused is not None:  # routing again would only be refused again
+        with relays.open(context) as relay:
+            if relay is not None:
+                meta[RELAY] = relay[0]
+            progress = relay[1].progress if relay is not None else None
+            call = asyncio.ensure_future(
+                pool.request(
+                    url,
+                    lambda session: send(session, meta, progress),
+                    token=token,
+                    timeout=timeout,
+                    answers=answers,
+                )
+            )
+            try:
+                result = await self._while_alive(call, where.owner)
+            except CallNotSent as exc:
+                self.forget(where.component, where.key)
+                if exc.refused is not None:  # routing again would only be refused again
+                    raise ToolCallError(
+                        f"the replica that owns {where.component}[{where.key!r}] ({url}) refused the caller's "
+                        f"token ({exc.refused}); every replica must accept the same tokens (the same "
+                        "--auth-token-file, or the same verifier)"
+                    ) from None
+                return None, f"its owner at {url} cannot be reached ({exc})"
+            except (CallFailed, TimeoutError, _OwnerLost) as exc:
+                self.forget(where.component, where.key)
                 raise ToolCallError(
-                    f"the replica that owns {where.component}[{where.key!r}] ({url}) refused the caller's "
-                    f"token ({exc.refused}); every replica must accept the same tokens (the same "
-                    "--auth-token-file, or the same verifier)"
+                    f"the replica that owns {where.component}[{where.key!r}] ({url}) failed during the call "
+                    f"({exc or 'timed out'}); the call may or may not have taken effect. Retry it if that is safe"
                 ) from None
-            return None, f"its owner at {url} cannot be reached ({exc})"
-        except (CallFailed, TimeoutError, _OwnerLost) as exc:
-            self.forget(where.component, where.key)
-            raise ToolCallError(
-                f"the replica that owns {where.component}[{where.key!r}] ({url}) failed during the call "
-                f"({exc or 'timed out'}); the call may or may not have taken effect. Retry it if that is safe"
-            ) from None
-        meta = result.meta or {}
-        if meta.get(NOT_OWNER):
+            except MCPError as exc:
+                data = exc.error.data
+                if isinstance(data, Mapping) and data.get(NOT_OWNER):
+                    self.forget(where.component, where.key)
+                    return None, exc.error.message
+                raise
+            if relay is not None:
+                await relay[1].flush()
+        if (result.meta or {}).get(NOT_OWNER):
             self.forget(where.component, where.key)
         return result, ""
 
-    async def _while_alive(self, call: asyncio.Future[CallToolResult], owner: Owner) -> CallToolResult:
+    async def _while_alive(self, call: asyncio.Future[R], owner: Owner) -> R:
         """Wait for a forwarded call while its owner's lease holds; a stopped or cut-off owner
         would otherwise hold the caller until the call's time limit."""
         try:
@@ -208,9 +271,9 @@ class Cluster:
 
     async def close_pool(self) -> None:
         """Close this loop's forwarding connections (call on each loop that forwarded)."""
-        pool = self._pools.pop(asyncio.get_running_loop(), None)
-        if pool is not None:
-            await pool.close()
+        found = self._pools.pop(asyncio.get_running_loop(), None)
+        if found is not None:
+            await found[0].close()
 
     # -- leaving --------------------------------------------------------------------------------
 

@@ -65,7 +65,8 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from statefulmcp import context
 from statefulmcp._errors import HostStateError, ToolCallError, ToolInputError
-from statefulmcp.cluster import FORWARDED, PROOF
+from statefulmcp.cluster import FORWARDED, NOT_OWNER, PROOF, SESSION, Hop, NotOwner
+from statefulmcp.cluster.relay import echo
 from statefulmcp.components import tool_result_text
 from statefulmcp.host import Host
 from statefulmcp.transport.admin import ADMIN_TOOLS, admin_tools, caller_is_admin
@@ -229,8 +230,19 @@ class McpFrontend:
         self, ctx: ServerRequestContext[Any], params: GetPromptRequestParams
     ) -> GetPromptResult:
         context.begin(context.Context(_RequestCaller(ctx), asyncio.get_running_loop()))
+        hop = _hop(ctx)
         try:
-            return await self.host.get_prompt(params.name, params.arguments, session=self._session_of(ctx))
+            return await self.host.get_prompt(
+                params.name,
+                params.arguments,
+                session=self._session_of(ctx),
+                forwarded=hop.forwarded,
+                token=hop.token,
+                proof=hop.proof,
+                session_key=hop.session_key,
+            )
+        except NotOwner as exc:
+            raise MCPError(INTERNAL_ERROR, str(exc), data={NOT_OWNER: True}) from None
         except ToolInputError as exc:
             raise MCPError(INVALID_PARAMS, str(exc)) from None
         except (ToolCallError, HostStateError) as exc:
@@ -296,8 +308,18 @@ class McpFrontend:
     ) -> ReadResourceResult:
         uri = params.uri
         context.begin(context.Context(_RequestCaller(ctx), asyncio.get_running_loop()))
+        hop = _hop(ctx)
         try:
-            return await self.host.read_resource(uri, session=self._session_of(ctx))
+            return await self.host.read_resource(
+                uri,
+                session=self._session_of(ctx),
+                forwarded=hop.forwarded,
+                token=hop.token,
+                proof=hop.proof,
+                session_key=hop.session_key,
+            )
+        except NotOwner as exc:
+            raise MCPError(INTERNAL_ERROR, str(exc), data={"uri": uri, NOT_OWNER: True}) from None
         except ToolInputError as exc:
             # The SDK's own resource server answers an unknown URI so too (the spec's -32602).
             raise MCPError(INVALID_PARAMS, str(exc), data={"uri": uri}) from None
@@ -376,24 +398,17 @@ class McpFrontend:
         self, ctx: ServerRequestContext[Any], name: str, arguments: dict[str, Any], session: str | None
     ) -> CallToolResult:
         """A call on a replica: it may have been forwarded here (then it is never forwarded
-        again), and it may be forwarded on with the caller's own token."""
-        meta = ctx.params.get("_meta") if ctx.params else None
-        forwarded = meta.get(FORWARDED) if isinstance(meta, Mapping) else None
-        proof = meta.get(PROOF) if isinstance(meta, Mapping) else None
-        token = None
-        request = getattr(ctx, "request", None)
-        if request is not None:
-            scheme, _, value = request.headers.get("authorization", "").partition(" ")
-            token = value.strip() if scheme.lower() == "bearer" and value.strip() else None
+        again), and it may be forwarded on with the caller's own token.
+
+        The heartbeat runs where the caller is, never on the owner of a forwarded call: the
+        forwarding replica's heartbeat reaches the caller, and falls silent once the owner's tool
+        reports progress itself (relayed to the caller); the owner's would come on top of it.
+        """
+        hop = _hop(ctx)
         call = self.host.call_result(
-            name,
-            arguments,
-            forwarded=forwarded if isinstance(forwarded, str) else None,
-            token=token,
-            session=session,
-            proof=proof if isinstance(proof, str) else None,
+            name, arguments, forwarded=hop.forwarded, token=hop.token, session=session, proof=hop.proof
         )
-        if _wants_progress(ctx):
+        if hop.forwarded is None and _wants_progress(ctx):
             return await self._heartbeat(ctx, name, call)
         return await call
 
@@ -445,13 +460,31 @@ class _RequestCaller:
         least = connection.state.get(_LOG_LEVEL) if connection is not None else None
         if least in context.LEVELS and context.LEVELS.index(level) < context.LEVELS.index(least):
             return
+        # A forwarded call's messages name it, so the forwarding replica relays each to its caller.
+        relayed = echo(meta) if isinstance(meta, Mapping) else None
         notification = LoggingMessageNotification(
-            params=LoggingMessageNotificationParams(level=level, data=data, logger=logger)
+            params=LoggingMessageNotificationParams(level=level, data=data, logger=logger, _meta=relayed)
         )
         await ctx.session.send_notification(notification, related_request_id=ctx.request_id)
 
     async def progress(self, progress: float, total: float | None, message: str | None) -> None:
         await self._ctx.session.report_progress(progress, total, message)
+
+
+def _hop(ctx: ServerRequestContext[Any]) -> Hop:
+    """How a request reached this replica: forwarded or not, and with which token."""
+    meta = ctx.params.get("_meta") if ctx.params else None
+    marks = meta if isinstance(meta, Mapping) else {}
+    token = None
+    request = getattr(ctx, "request", None)
+    if request is not None:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        token = value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    return Hop(_text(marks.get(FORWARDED)), token, _text(marks.get(PROOF)), _text(marks.get(SESSION)))
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _connection(ctx: ServerRequestContext[Any, Any]) -> Connection | None:
