@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from conftest import COMPONENTS, http_session, running, value
+from conftest import COMPONENTS, http_session, running, start_server, value
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ClientMessageMetadata
 from mcp_types import CallToolRequest, CallToolRequestParams, CallToolResult
@@ -239,6 +240,37 @@ async def test_resuming_from_an_evicted_event_gets_an_error_not_a_hang(tmp_path:
             assert value(await _resume(session, tokens[-2])) == 10
             with pytest.raises(MCPError, match="not known to this session"):
                 await _resume(session, "not-an-event-id")
+
+
+async def test_after_a_restart_a_resuming_call_is_told_its_session_is_gone(tmp_path: Path) -> None:
+    """Sessions do not survive a restart (the SDK keeps them in memory), so neither can their
+    streams: the resuming client hears 404 for its session and its call fails, it does not wait."""
+    server = start_server(GATE, tmp=tmp_path)
+    try:
+        async with Proxy(server.url) as proxy, http_session(proxy.url) as away:
+            failure: list[BaseException] = []
+            waiting, progress = _progressing()
+            async with anyio.create_task_group() as tg:
+
+                async def long_poll() -> None:
+                    try:
+                        await away.call_tool("gate_wait_open", {}, progress_callback=progress)
+                    except MCPError as exc:
+                        failure.append(exc)
+
+                tg.start_soon(long_poll)
+                with anyio.fail_after(30):
+                    await waiting.wait()
+                proxy.hold()
+                proxy.cut()
+                await proxy.held_request(lambda head: _resuming(head) is not None)
+                server.stop(signal.SIGKILL)
+                server = start_server(GATE, tmp=tmp_path)
+                proxy.upstream = server.url
+                proxy.release()
+            assert "reconnection attempts were exhausted" in str(failure[0])
+    finally:
+        server.stop()
 
 
 async def test_a_2026_stream_is_not_resumable_and_dropping_it_cancels_the_call(tmp_path: Path) -> None:
