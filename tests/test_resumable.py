@@ -406,3 +406,14 @@ async def test_a_session_that_ends_drops_its_events_and_ends_its_replays() -> No
         events.session_ended("session")
     assert "the session ended" in sent[0].error.message
     assert len(events) == 0
+
+
+async def test_the_standalone_stream_resumed_from_a_lost_event_goes_on_live() -> None:
+    """Nothing waits on the GET stream, so an evicted id there is no error: it goes on from now
+    (ending it would have the client reopen it with the same id again and again)."""
+    _, view = _log(EventBounds(), [0.0])
+    assert await view.replay_events_after("1:_GET_stream", _nothing) == "_GET_stream"
+
+
+async def _nothing(message: Any) -> None:
+    raise AssertionError(f"nothing should be sent, got {message}")

@@ -8,7 +8,7 @@ answered that way: its result is the stream's last event.
 Each stored event is bound to its session. The SDK hands one store to every session and calls
 it with the request id as the stream id, and request ids repeat across sessions (every client's
 first call is id 1): a store shared as is would replay one session's events to another. So each
-session's transport gets its own view (`bind`), made when the SDK admits the session, the one
+session's transport gets its own view (`make_resumable`), made when the SDK admits the session, the one
 place where a session id and its transport meet. An event id from another session, or one that
 was evicted, is unknown to the view, and the resuming call gets an error saying so, never a
 stream that waits for nothing.
@@ -34,7 +34,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,8 +112,9 @@ class EventLog:
         self.bounds = bounds or EventBounds()
         self._clock = clock
         self._seq = 0
-        self._order: dict[int, _Event] = {}
-        """Every event by sequence number, oldest first (dicts keep insertion order)."""
+        self._order: OrderedDict[int, _Event] = OrderedDict()
+        """Every event by sequence number, oldest first. Not a plain dict: finding a dict's first
+        item walks over the slots of the items deleted before it, which a FIFO is made of."""
         self._sessions: dict[str, dict[StreamId, _Stream]] = {}
 
     def __len__(self) -> int:
@@ -225,6 +226,10 @@ class SessionEvents(EventStore):
     ) -> StreamId | None:
         found = self._log.find(self._session, last_event_id)
         if found is None:
+            if last_event_id.partition(":")[2] == GET_STREAM_KEY:
+                # Nothing waits on the standalone stream: it goes on live from here. Ending it
+                # instead would have the client reopen it with the same id, once a second.
+                return GET_STREAM_KEY
             await _refuse(last_event_id, send_callback, self._log.bounds)
             return None
         stream, after = found
@@ -240,8 +245,6 @@ def _wake(stream: _Stream) -> None:
 async def _refuse(event_id: EventId, send: EventCallback, bounds: EventBounds) -> None:
     """Answer a resumption whose events are gone with an error for its call, so it ends now."""
     _, _, stream_id = event_id.partition(":")
-    if stream_id == GET_STREAM_KEY:
-        return  # nothing waits on the standalone stream; the client reopens it
     log.info("refused to resume from unknown event id %.64s", event_id)
     await send(
         EventMessage(
