@@ -417,3 +417,19 @@ async def test_the_standalone_stream_resumed_from_a_lost_event_goes_on_live() ->
 
 async def _nothing(message: Any) -> None:
     raise AssertionError(f"nothing should be sent, got {message}")
+
+
+async def test_age_does_not_take_the_place_a_running_call_resumes_from() -> None:
+    """A long-poll's stream may carry only its priming event until it answers, however long
+    that takes: the client must still be able to resume from it."""
+    clock = [0.0]
+    events, view = _log(EventBounds(max_events=100, max_per_stream=100, retention_seconds=10), clock)
+    priming = await view.store_event("1", None)
+    finished = await view.store_event("2", None)
+    await view.store_event("2", _answer(2))
+    clock[0] = 100.0
+    await view.store_event("3", None)
+    assert (await _replayed(view, finished))[0].error.code == -32001
+    await view.store_event("1", _answer(1))
+    assert await _replayed(view, priming) == [_answer(1)]
+    assert len(events) == 3

@@ -152,12 +152,26 @@ class EventLog:
         return f"{event.seq}:{stream_id}"
 
     def _expire(self, now: float) -> None:
+        """Evict past the bounds, oldest first.
+
+        The latest event of a call still running is its client's place to resume from (a
+        long-poll's stream may carry nothing but its priming event until it answers), so age
+        alone does not take it: it is kept as if stored now. The count bound still does.
+        """
         cutoff = now - self.bounds.retention_seconds
         while self._order:
             oldest = next(iter(self._order.values()))
-            if len(self._order) <= self.bounds.max_events and oldest.at >= cutoff:
+            if len(self._order) > self.bounds.max_events:
+                self._evict(oldest)
+            elif oldest.at >= cutoff:
                 return
-            self._evict(oldest)
+            elif (
+                oldest is oldest.stream.events[-1] and not oldest.stream.answered and not _standalone(oldest)
+            ):
+                oldest.at = now
+                self._order.move_to_end(oldest.seq)
+            else:
+                self._evict(oldest)
 
     def _evict(self, event: _Event) -> None:
         """Drop `event`, the oldest of its stream (events leave their stream in order)."""
@@ -234,6 +248,10 @@ class SessionEvents(EventStore):
             return None
         stream, after = found
         return await self._log.tail(stream, after, send_callback)
+
+
+def _standalone(event: _Event) -> bool:
+    return event.stream.stream_id == GET_STREAM_KEY
 
 
 def _wake(stream: _Stream) -> None:
