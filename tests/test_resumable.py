@@ -163,7 +163,7 @@ async def test_a_stream_dropped_during_a_long_poll_resumes_and_gets_the_result(t
 
                 tg.start_soon(long_poll)
                 with anyio.fail_after(30):
-                    await waiting.wait()  # the call is parked, its stream open through the proxy
+                    await waiting.wait()  # the call runs, its stream open through the proxy
 
                 proxy.hold()
                 proxy.cut()
