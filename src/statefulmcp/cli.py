@@ -12,6 +12,7 @@ import uvloop
 
 from statefulmcp.cluster import DEFAULT_LEASE_SECONDS
 from statefulmcp.host import DEFAULT_IDLE_SECONDS, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_WAITERS
+from statefulmcp.transport.events import EventBounds
 from statefulmcp.transport.http import HttpLimits
 from statefulmcp.transport.lifespan import ServeOptions, finish, serve
 
@@ -213,6 +214,30 @@ def _parser() -> argparse.ArgumentParser:
         help="close a session after this long without a request "
         f"(default {bounds.session_idle_timeout:g}); its client gets 404 and starts a new one",
     )
+    kept = bounds.events
+    limits.add_argument(
+        "--max-events",
+        type=_positive(int),
+        default=kept.max_events,
+        metavar="N",
+        help="SSE events kept in memory for 2025-11-25 clients that resume a dropped stream "
+        f"(Last-Event-ID), all sessions together; beyond N the oldest goes (default {kept.max_events})",
+    )
+    limits.add_argument(
+        "--max-events-per-stream",
+        type=_positive(int),
+        default=kept.max_per_stream,
+        metavar="N",
+        help=f"events kept for one response stream; beyond N its oldest goes (default {kept.max_per_stream})",
+    )
+    limits.add_argument(
+        "--event-retention-seconds",
+        type=_positive(float),
+        default=kept.retention_seconds,
+        metavar="SECONDS",
+        help="events older than this are dropped; a client resuming from one gets an error saying its "
+        f"call's result is lost (default {kept.retention_seconds:g})",
+    )
     return parser
 
 
@@ -280,6 +305,11 @@ def main(argv: list[str] | None = None) -> None:
         max_sessions=args.max_sessions,
         max_sessions_per_client=args.max_sessions_per_client,
         session_idle_timeout=args.session_idle_timeout,
+        events=EventBounds(
+            max_events=int(args.max_events),
+            max_per_stream=int(args.max_events_per_stream),
+            retention_seconds=args.event_retention_seconds,
+        ),
         lease_seconds=args.lease_seconds,
         audit_commits=args.audit_commits,
         idle_seconds=args.idle_seconds or None,

@@ -10,7 +10,7 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
@@ -23,6 +23,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from statefulmcp.transport.auth import Access
+from statefulmcp.transport.events import RETRY_MS, EventBounds, EventLog, make_resumable
 from statefulmcp.transport.server import McpFrontend
 from statefulmcp.transport.sessions import SessionAdmission
 
@@ -47,7 +48,8 @@ def build_app(
     frontend: McpFrontend, readiness: Readiness, access: Access, limits: HttpLimits | None = None
 ) -> Starlette:
     """The streamable HTTP app, with `/health` and `/ready` (unauthenticated: probes; they show
-    nothing but a status), and `access`'s Host/Origin checks and bearer tokens on `/mcp`."""
+    nothing but a status), `access`'s Host/Origin checks and bearer tokens on `/mcp`, and
+    resumable streams for 2025-11-25 sessions (`transport/events.py`)."""
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "alive"})
@@ -79,10 +81,12 @@ def build_app(
         transport_security=access.security,
         max_sessions=limits.max_sessions,
         session_idle_timeout=limits.session_idle_timeout,
+        retry_interval=RETRY_MS,
         auth=access.auth,
         token_verifier=access.verifier,
         custom_starlette_routes=[Route("/health", health), Route("/ready", ready)],
     )
+    make_resumable(frontend.server.session_manager, EventLog(limits.events))
     # Innermost, after authentication: a client is its token when there is one.
     app.user_middleware.append(
         Middleware(
@@ -140,6 +144,8 @@ class HttpLimits:
     this its own least recently used idle one is closed, and with none idle it gets 429."""
     session_idle_timeout: float = 30 * 60
     """A session with no request for this long is closed; its client gets 404 and starts anew."""
+    events: EventBounds = field(default_factory=EventBounds)
+    """What the sessions' streams carried, kept for clients that resume a dropped stream."""
 
 
 class _LimitLog:

@@ -29,6 +29,7 @@ from statefulmcp.host import DEFAULT_IDLE_SECONDS, DEFAULT_MAX_INSTANCES, DEFAUL
 from statefulmcp.per_session import STDIO_SESSION
 from statefulmcp.state import Sync, is_postgres, store_path
 from statefulmcp.transport.auth import ADMIN_SCOPE, AuthConfigError, build_access
+from statefulmcp.transport.events import EventBounds
 from statefulmcp.transport.http import (
     AddressInUse,
     HttpLimits,
@@ -78,6 +79,7 @@ class ServeOptions:
     max_sessions: int = HttpLimits().max_sessions
     max_sessions_per_client: int = HttpLimits().max_sessions_per_client
     session_idle_timeout: float = HttpLimits().session_idle_timeout
+    events: EventBounds = field(default_factory=EventBounds)
     lease_seconds: float = DEFAULT_LEASE_SECONDS
     audit_commits: bool = False
     idle_seconds: float | None = DEFAULT_IDLE_SECONDS
@@ -239,6 +241,7 @@ async def _serve_http(
         max_sessions=options.max_sessions,
         max_sessions_per_client=options.max_sessions_per_client,
         session_idle_timeout=options.session_idle_timeout,
+        events=options.events,
     )
     app = build_app(frontend, readiness, access, limits)
 
