@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
+import anyio
 import pytest
 from conftest import COMPONENTS, ServerProcess, http_session, start_server, value
 from mcp.shared.exceptions import MCPError
@@ -93,6 +94,40 @@ async def test_a_forwarded_calls_logs_and_progress_reach_the_caller_in_order_bef
         await session.set_logging_level("debug")
         assert value(await session.call_tool("desk_count_to", {"key": "k", "n": 1})) == 1
         assert heard.events == [("debug", "starting"), ("info", "step 1"), ("warning", {"done": 1})]
+
+
+async def test_a_forwarded_long_poll_hears_one_heartbeat_the_one_of_the_replica_it_reached(
+    pair: tuple[ServerProcess, ServerProcess], database: str
+) -> None:
+    a, b = pair
+    await owned_by_a(a, database, "k")
+    heard = Heard()
+    beats = anyio.Event()
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        await heard.progress(progress, total, message)
+        if len(heard.events) >= 3:
+            beats.set()
+
+    async with http_session(b.url) as session, anyio.create_task_group() as tg:
+        answer: list[int] = []
+        arguments: dict[str, Any] = {"key": "k", "n": 2}
+
+        async def poll() -> None:
+            answer.append(
+                value(await session.call_tool("desk_wait_for", arguments, progress_callback=on_progress))
+            )
+
+        tg.start_soon(poll)
+        with anyio.fail_after(60):
+            await beats.wait()
+        async with http_session(a.url) as session_a:
+            await session_a.call_tool("desk_note", {"key": "k", "text": "the second"})
+    assert answer == [2]
+    # One source of figures (the owner runs no heartbeat for a forwarded call): they only grow.
+    figures = [figure for _, (figure, _, _) in heard.events]
+    assert figures == sorted(set(figures)), heard.events
+    assert all(message.startswith("desk_wait_for: still running") for _, (_, _, message) in heard.events)
 
 
 async def test_a_modern_caller_of_a_forwarded_call_hears_the_levels_its_request_asks_for(

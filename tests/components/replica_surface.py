@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 
-from statefulmcp import Context, component, prompt, resource, tool
+from statefulmcp import Context, Stateful, component, prompt, resource, tool
 
 
 @component(stateful=True, key="key", durability="memory")
-class Desk:
+class Desk(Stateful):
     """Notes kept in memory only, per key: a replica that does not own the key has none."""
 
     def __init__(self) -> None:
@@ -30,6 +30,12 @@ class Desk:
             await ctx.log("info", f"step {step}")
         await ctx.log("warning", {"done": n}, logger="desk")
         return n
+
+    @tool
+    async def wait_for(self, key: str, n: int) -> int:
+        """A long-poll that says nothing itself: answers once the key has `n` notes."""
+        await self.wait_until(lambda: len(self.notes) >= n, timeout=120)
+        return len(self.notes)
 
     @prompt
     async def recall(self, key: str, ctx: Context) -> str:
