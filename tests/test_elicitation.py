@@ -4,13 +4,14 @@ what the call wrote so far is committed and other calls run; the answer resumes 
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from conftest import COMPONENTS, http_session, running, stdio_session, value
+from conftest import COMPONENTS, error, http_session, running, stdio_session, value
 from mcp import ClientSession
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
@@ -256,3 +257,56 @@ async def test_a_retry_with_a_forged_state_is_refused(tmp_path: Path) -> None:
                 )
             assert value(await session.call_tool("desk_peek", {"desk": "d1"})) == {}
     assert forged.value.error.code == INVALID_PARAMS
+
+
+async def test_unloading_the_component_fails_an_open_question_at_once(tmp_path: Path) -> None:
+    answered = anyio.Event()
+    with running(ASKING, "--allow-load", tmp_path, tmp=tmp_path) as server:
+        async with http_session(server.url) as admin:
+
+            async def unloads(context: Any, params: ElicitRequestParams) -> ElicitResult:
+                value(await admin.call_tool("unload_component", {"name": "desk"}))
+                with anyio.fail_after(60):
+                    await answered.wait()  # the user never gets to answer
+                return ElicitResult(action="decline")
+
+            async with http_session(server.url, elicitation_callback=unloads) as session:
+                result = await session.call_tool("desk_sign_up", {"desk": "d1"})
+                answered.set()
+    assert "was unloaded while this call waited for its client" in error(result)
+
+
+async def test_a_drain_fails_an_open_question_at_once(tmp_path: Path) -> None:
+    answered = anyio.Event()
+    with running(ASKING, "--drain-timeout", "30", tmp=tmp_path) as server:
+
+        async def stops(context: Any, params: ElicitRequestParams) -> ElicitResult:
+            server.proc.send_signal(signal.SIGTERM)
+            with anyio.fail_after(60):
+                await answered.wait()
+            return ElicitResult(action="decline")
+
+        async with http_session(server.url, elicitation_callback=stops) as session:
+            result = await session.call_tool("desk_sign_up", {"desk": "d1"})
+            answered.set()
+        assert server.proc.wait(60) == 0
+    assert "the server is shutting down" in error(result)
+
+
+async def test_questions_past_the_bound_are_refused_before_anything_is_committed(tmp_path: Path) -> None:
+    seen: dict[str, Any] = {}
+    with running(ASKING, "--max-questions", "1", tmp=tmp_path) as server:
+        async with http_session(server.url, elicitation_callback=Form()) as other:
+
+            async def first(context: Any, params: ElicitRequestParams) -> ElicitResult:
+                with anyio.fail_after(60):
+                    seen["second"] = await other.call_tool("desk_sign_up", {"desk": "d2"})
+                    seen["d2"] = value(await other.call_tool("desk_peek", {"desk": "d2"}))
+                return ElicitResult(action="decline")
+
+            async with http_session(server.url, elicitation_callback=first) as session:
+                assert value(await session.call_tool("desk_sign_up", {"desk": "d1"}))["action"] == "decline"
+            # The bound is for questions open at once: with the first one answered, the next is asked.
+            assert value(await other.call_tool("desk_sign_up", {"desk": "d2"}))["action"] == "accept"
+    assert "1 questions to clients are open already (--max-questions)" in error(seen["second"])
+    assert seen["d2"] == {}
