@@ -63,6 +63,7 @@ Question = ElicitRequest | CreateMessageRequest
 
 B = TypeVar("B", bound=BaseModel)
 M = TypeVar("M")
+T = TypeVar("T")
 
 
 class Caller(Protocol):
@@ -234,35 +235,35 @@ class Context:
             return await self._start(lambda: caller.ask(question))
         return await instance.away_for(what, lambda: self._start(lambda: caller.ask(question)))
 
-    def _start(self, ask: Callable[[], Coroutine[Any, Any, InputResponse]]) -> asyncio.Future[InputResponse]:
-        """Run `ask` on the caller's loop; its outcome comes back on a future of this loop.
-
-        The future ending first (the instance dropped, the call cancelled) cancels `ask` there.
-        """
+    def _start(self, work: Callable[[], Coroutine[Any, Any, T]]) -> asyncio.Future[T]:
+        """Run `work` on the caller's loop (the SDK's); its outcome comes back on a future of this
+        loop. The future ending first (the instance dropped, the call cancelled) cancels `work`."""
         here = asyncio.get_running_loop()
         target = self._loop or here
-        answered: asyncio.Future[InputResponse] = here.create_future()
+        outcome: asyncio.Future[T] = here.create_future()
         back, there = mailbox(here), mailbox(target)
-        running: list[asyncio.Task[InputResponse]] = []
+        running: list[asyncio.Task[T]] = []  # touched on the caller's loop only
+        settled: list[bool] = []  # touched on this loop only
 
-        def settle(task: asyncio.Task[InputResponse]) -> None:
-            if answered.done():
+        def settle(task: asyncio.Task[T]) -> None:
+            settled.append(True)
+            if outcome.done():
                 return
             if task.cancelled():
-                answered.set_exception(
-                    ToolCallError("the question to the client was withdrawn; no answer came")
+                outcome.set_exception(
+                    ToolCallError("the message to the client was withdrawn; no answer came")
                 )
             elif (exc := task.exception()) is not None:
-                answered.set_exception(exc)
+                outcome.set_exception(exc)
             else:
-                answered.set_result(task.result())
+                outcome.set_result(task.result())
 
-        def finished(task: asyncio.Task[InputResponse]) -> None:
+        def finished(task: asyncio.Task[T]) -> None:
             _sending.discard(task)
             back.post(settle, task)
 
         def start() -> None:
-            task = target.create_task(ask())
+            task = target.create_task(work())
             _sending.add(task)
             running.append(task)
             task.add_done_callback(finished)
@@ -271,30 +272,20 @@ class Context:
             for task in running:
                 task.cancel()
 
+        def ended(_: asyncio.Future[T]) -> None:
+            if not settled:
+                there.post(stop)  # ended here first (dropped, cancelled): withdraw the work there
+
         there.post(start)
-        answered.add_done_callback(lambda _: there.post(stop))
-        return answered
+        outcome.add_done_callback(ended)
+        return outcome
 
     async def _send(self, send: Callable[[], Coroutine[Any, Any, None]]) -> None:
         target = self._loop
-        here = asyncio.get_running_loop()
-        if target is None or target is here:
+        if target is None or target is asyncio.get_running_loop():
             await _quietly(send)
             return
-        sent: asyncio.Future[None] = here.create_future()
-        back = mailbox(here)
-
-        def done(task: asyncio.Task[None]) -> None:
-            _sending.discard(task)
-            back.post(_settle, sent)
-
-        def start() -> None:
-            task = target.create_task(_quietly(send))
-            _sending.add(task)
-            task.add_done_callback(done)
-
-        mailbox(target).post(start)
-        await sent
+        await self._start(lambda: _quietly(send))
 
 
 _sending: set[asyncio.Task[Any]] = set()
@@ -355,11 +346,6 @@ async def _quietly(send: Callable[[], Coroutine[Any, Any, None]]) -> None:
         await send()
     except Exception as exc:  # noqa: BLE001 - best effort: the caller may have gone; the call goes on
         log.debug("could not send a message to the caller: %s", exc)
-
-
-def _settle(sent: asyncio.Future[None]) -> None:
-    if not sent.done():
-        sent.set_result(None)
 
 
 _current: contextvars.ContextVar[Context | None] = contextvars.ContextVar("statefulmcp_context", default=None)
