@@ -310,3 +310,25 @@ async def test_questions_past_the_bound_are_refused_before_anything_is_committed
             assert value(await other.call_tool("desk_sign_up", {"desk": "d2"}))["action"] == "accept"
     assert "1 questions to clients are open already (--max-questions)" in error(seen["second"])
     assert seen["d2"] == {}
+
+
+async def test_a_modern_call_parked_for_five_seconds_leaves_its_instance_to_others(tmp_path: Path) -> None:
+    with running(ASKING, tmp=tmp_path) as server:
+        async with http_session(server.url, "modern", elicitation_callback=Form()) as session:
+            first = await session.call_tool("desk_sign_up", {"desk": "d1"}, allow_input_required=True)
+            assert isinstance(first, InputRequiredResult)
+            # Parked: the first half is committed and the instance serves other calls.
+            during = value(await session.call_tool("desk_peek", {"desk": "d1"}))
+            await anyio.sleep(5)  # the user takes 5 s to fill in the form
+            result = await session.call_tool(
+                "desk_sign_up",
+                {"desk": "d1"},
+                input_responses={"statefulmcp": ElicitResult(action="accept", content={"name": "Kay"})},
+                request_state=first.request_state,
+                allow_input_required=True,
+            )
+            after = value(await session.call_tool("desk_peek", {"desk": "d1"}))
+    assert during == {"asked": 1}
+    assert isinstance(result, CallToolResult)
+    assert value(result) == {"action": "accept", "name": "Kay", "plan": "free", "seats": 1, "asked": 1}
+    assert after == {"asked": 1, "last": "Kay"}
