@@ -41,6 +41,10 @@ PASSING = {
     "resources-templates-read",
     "resources-subscribe",
     "resources-unsubscribe",
+    "tools-call-sampling",
+    "tools-call-elicitation",
+    "elicitation-sep1034-defaults",
+    "elicitation-sep1330-enums",
 }
 
 

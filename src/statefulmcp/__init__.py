@@ -5,6 +5,7 @@ The public API is this module's names and nothing else; everything in submodules
 
 from statefulmcp._errors import (
     ActivationError,
+    ClientCapabilityError,
     ComponentError,
     HostStateError,
     InstanceLost,
@@ -18,7 +19,7 @@ from statefulmcp._errors import (
 )
 from statefulmcp._options import LoadOptions
 from statefulmcp.components import Audio, Image
-from statefulmcp.context import Context
+from statefulmcp.context import Context, Elicitation
 from statefulmcp.host import ComponentInfo, Host
 from statefulmcp.remote import Remote
 
@@ -31,9 +32,11 @@ from statefulmcp.components import Stateful, background, component, prompt, reso
 __all__ = [
     "ActivationError",
     "Audio",
+    "ClientCapabilityError",
     "ComponentError",
     "ComponentInfo",
     "Context",
+    "Elicitation",
     "Host",
     "HostStateError",
     "Image",

@@ -7,6 +7,7 @@ from `statefulmcp`::
     StatefulMCPError
     ├── ComponentError        a component cannot be loaded as written (bad declaration, import error)
     ├── ToolCallError         a tool call failed; the message is what an MCP client sees
+    │   └── ClientCapabilityError the caller's client cannot answer what the tool asked (elicitation, sampling)
     ├── ToolInputError        the caller's arguments do not fit the tool's input schema
     ├── ToolResultError       a tool returned a value that cannot be sent as JSON
     ├── StateValueError       a turn wrote a non-JSON value to `self.state`
@@ -35,6 +36,20 @@ class ComponentError(StatefulMCPError):
 
 class ToolCallError(StatefulMCPError):
     """A tool call failed; the message says why and is what an MCP client sees as the error."""
+
+
+class ClientCapabilityError(ToolCallError):
+    """A tool asked its caller's client for something (`ctx.elicit`, `ctx.sample`) that the client
+    did not declare it can answer, or there is no client (an in-process `Host.call`).
+
+    Raised before anything is committed or sent, so a tool may catch it and carry on without the
+    answer. Uncaught, an MCP client gets the SDK's missing-capability error (-32021), whose
+    `requiredCapabilities` is `required` (the capabilities as the spec writes them).
+    """
+
+    def __init__(self, message: str, required: dict[str, object]) -> None:
+        super().__init__(message)
+        self.required = required
 
 
 class ToolInputError(StatefulMCPError, ValueError):

@@ -15,6 +15,7 @@ from statefulmcp.host import DEFAULT_IDLE_SECONDS, DEFAULT_MAX_INSTANCES, DEFAUL
 from statefulmcp.transport.events import EventBounds
 from statefulmcp.transport.http import HttpLimits
 from statefulmcp.transport.lifespan import ServeOptions, finish, serve
+from statefulmcp.transport.questions import ANSWER_TIMEOUT, MAX_QUESTIONS
 
 log = logging.getLogger("statefulmcp")
 
@@ -106,6 +107,22 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="calls parked in wait_until (long-polls) on one instance, at most; past it a new one is refused "
         "with an error (default 10000; 0: no bound)",
+    )
+    serve.add_argument(
+        "--answer-timeout",
+        type=_positive(float),
+        default=ANSWER_TIMEOUT,
+        metavar="SECONDS",
+        help="how long a tool's question to its client (ctx.elicit, ctx.sample) waits for the answer; "
+        "then the question fails with an error the tool can handle (default 600)",
+    )
+    serve.add_argument(
+        "--max-questions",
+        type=_positive(int),
+        default=MAX_QUESTIONS,
+        metavar="N",
+        help="questions to clients (elicitation, sampling) open at once, all calls together; past it a "
+        "new one is refused with an error (default 1000)",
     )
     replicas = serve.add_argument_group("replicas (with --state postgresql://...); see docs/scaling.md")
     replicas.add_argument(
@@ -315,6 +332,8 @@ def main(argv: list[str] | None = None) -> None:
         idle_seconds=args.idle_seconds or None,
         max_instances=int(args.max_instances) or None,
         max_waiters=int(args.max_waiters) or None,
+        answer_timeout=args.answer_timeout,
+        max_questions=args.max_questions,
     )
     # uvloop makes the transport loop (HTTP parsing, SSE framing) markedly cheaper per call.
     finish(uvloop.run(serve(options)))

@@ -42,6 +42,7 @@ from mcp_types import (
 from statefulmcp import context, instances, state_resources
 from statefulmcp._confined import SUFFIXES, ComponentFile
 from statefulmcp._errors import (
+    ClientCapabilityError,
     ComponentError,
     HostStateError,
     StatefulMCPError,
@@ -1201,7 +1202,9 @@ class Host:
         session: str | None = None,
         proof: str | None = None,
     ) -> CallToolResult:
-        """Call a tool and return the MCP result; failures become `isError` results, never raise.
+        """Call a tool and return the MCP result; failures become `isError` results, never raise,
+        except `ClientCapabilityError` (the tool asked the client for what it cannot answer),
+        which the protocol answers with an error of its own.
 
         `forwarded` names the replica that forwarded this call (it is never forwarded again);
         `token` is the caller's bearer token, passed on when the call must be forwarded;
@@ -1221,6 +1224,8 @@ class Host:
                 if forwarded is not None:
                     return _not_owner(str(where))
                 return await self._forward_tool(where, name, arguments or {}, token=token, session=key)
+        except ClientCapabilityError:
+            raise  # the transport answers it as the protocol's missing-capability error
         except (ToolCallError, ToolResultError, HostStateError) as exc:
             if forwarded is not None and (self._life is not _Life.OPEN or self._unleased()):
                 # Draining: the forwarding replica waits for the hand-off. Unleased (cut off from

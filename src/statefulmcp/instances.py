@@ -15,7 +15,9 @@ A background tick's commit is pipelined instead: the tick goes on while its comm
 flight, and any later reply of the instance (which may have observed the tick's writes) waits
 for it at its own commit point.
 
-`wait_until` splits a turn in two at the wait, with the same commit at the split. Waiters are
+`wait_until` splits a turn in two at the wait, with the same commit at the split; so does
+`away`, which a call uses while it waits for its client (an elicitation, a sampling request).
+Both leave and come back through one path (`_leave`, `_reacquire`). Waiters and calls away are
 failed at once when their instance is dropped (unload, replace, handle close), and a dropped
 instance never commits again.
 """
@@ -91,6 +93,7 @@ class Instance:
         "activated",
         "activating",
         "announced",
+        "away",
         "background",
         "chain",
         "dropped",
@@ -123,6 +126,8 @@ class Instance:
         self.ending: str | None = None
         self.view = StateView(on_change=self._changed)
         self.waiters: list[_Waiter] = []
+        self.away: set[asyncio.Future[Any]] = set()
+        """What calls that released the turn to wait for their client are waiting for (`away`)."""
         self.background: Background | None = None
         self.pending: asyncio.Future[None] | None = None
         self.in_flight = 0
@@ -422,18 +427,15 @@ class Instance:
             )
         if predicate():
             return
-        if self.holder is not asyncio.current_task():
-            raise RuntimeError("wait_until can only be awaited inside a tool call or tick of this instance")
         limit = self.owner.max_waiters
         if limit is not None and len(self.waiters) >= limit:
             raise ToolCallError(
                 f"{self.label} already has {limit} calls waiting (--max-waiters / Host(max_waiters=...)); "
                 "retry later, or raise the bound"
             )
-        await self.commit()
+        await self._leave("wait_until")
         waiter = _Waiter(predicate, asyncio.get_running_loop().create_future())
         self.waiters.append(waiter)
-        self._release()
         try:
             async with asyncio.timeout(timeout):
                 while True:
@@ -454,6 +456,44 @@ class Instance:
             if waiter in self.waiters:
                 self.waiters.remove(waiter)
 
+    async def _leave(self, what: str) -> None:
+        """Split the turn: commit what it wrote so far, then release the instance.
+
+        The first half is then a turn like any other (durable, visible to the calls that run
+        next); the caller takes the turn back with `_reacquire` as a new turn.
+        """
+        if self.activating:
+            raise RuntimeError(f"{what} cannot be used in on_activate: other calls would run mid-activation")
+        if self.holder is not asyncio.current_task():
+            raise RuntimeError(f"{what} can only be awaited inside a tool call or tick of this instance")
+        await self.commit()
+        self._release()
+
+    async def away_for(self, what: str, start: Callable[[], asyncio.Future[R]]) -> R:
+        """Release the turn while what `start` begins is awaited (a question to the caller's
+        client), then take the turn back as a new turn, exactly as `wait_until` does.
+
+        `start` is called once the first half is committed and the instance released, so nothing
+        reaches the client before the writes it may have seen are durable. A call that does not
+        hold the turn (a plain background loop) just waits. When the instance is dropped
+        meanwhile, the wait fails at once with the reason, so the call ends instead of waiting
+        for a client whose answer could no longer be kept.
+        """
+        held = self.holder is asyncio.current_task()
+        if held:
+            await self._leave(what)
+        answer = start()
+        self.away.add(answer)
+        if self.dropped is not None or self.ending is not None:
+            self._fail_away(answer)  # dropped while the first half committed
+        try:
+            value = await answer
+        finally:
+            self.away.discard(answer)
+        if held:
+            await self._reacquire()
+        return value
+
     async def _reacquire(self) -> None:
         if self.dropped is None and self.ending is None:
             await self._acquire()
@@ -466,10 +506,21 @@ class Instance:
             )
 
     def fail_waiters(self) -> None:
-        """Wake every parked waiter with the reason this instance was dropped."""
+        """Wake every parked waiter, and fail every call away, with the reason this instance was dropped."""
         for waiter in self.waiters:
             if not waiter.future.done():
                 waiter.future.set_result(None)  # `_reacquire` sees `dropped` and raises
+        for answer in self.away:
+            self._fail_away(answer)
+
+    def _fail_away(self, answer: asyncio.Future[Any]) -> None:
+        if not answer.done():
+            answer.set_exception(
+                ToolCallError(
+                    f"{self.label} was {self.dropped or self.ending} while this call waited for its client; "
+                    "the call was ended and nothing it writes from now on is kept"
+                )
+            )
 
     # -- activation ---------------------------------------------------------------------------
 

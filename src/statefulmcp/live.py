@@ -365,7 +365,11 @@ class LiveComponent:
         """
         while len(self.instances) >= limit:
             idle = next(
-                (i for i in self.instances.values() if not (i.lock.locked() or i.waiters or i.activating)),
+                (
+                    i
+                    for i in self.instances.values()
+                    if not (i.lock.locked() or i.waiters or i.away or i.activating)
+                ),
                 None,
             )
             if idle is None:
@@ -445,6 +449,7 @@ class LiveComponent:
         return not (
             instance.lock.locked()
             or instance.waiters
+            or instance.away
             or instance.activating
             or instance.background is not None
             or instance.pending is not None
@@ -528,7 +533,12 @@ class LiveComponent:
     async def _passivate(self, instance: Instance, reason: str, used: float) -> None:
         try:
             await instance.acquire_for_end()
-            if instance.last_used != used or instance.waiters or instance.dropped is not None:
+            if (
+                instance.last_used != used
+                or instance.waiters
+                or instance.away
+                or instance.dropped is not None
+            ):
                 self.evicted.pop(instance.key, None)
                 instance.release_after_end()  # called meanwhile: not idle any more
                 return

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from typing import Literal
 
 from mcp.types import (
     AudioContent,
@@ -20,6 +21,7 @@ from mcp.types import (
     TextContent,
     TextResourceContents,
 )
+from pydantic import BaseModel
 
 from statefulmcp import Context, component, prompt, resource, tool
 
@@ -34,6 +36,53 @@ def _resource(
     return EmbeddedResource(
         type="resource", resource=TextResourceContents(uri=uri, mime_type="text/plain", text=text)
     )
+
+
+class Defaults(BaseModel):
+    """A default for each primitive type (SEP-1034)."""
+
+    name: str = "John Doe"
+    age: int = 30
+    score: float = 95.5
+    status: Literal["active", "inactive", "pending"] = "active"
+    verified: bool = True
+
+
+ENUMS = {
+    "type": "object",
+    "properties": {
+        "untitledSingle": {"type": "string", "enum": ["option1", "option2", "option3"]},
+        "titledSingle": {
+            "type": "string",
+            "oneOf": [
+                {"const": "value1", "title": "First Option"},
+                {"const": "value2", "title": "Second Option"},
+                {"const": "value3", "title": "Third Option"},
+            ],
+        },
+        "legacyEnum": {
+            "type": "string",
+            "enum": ["opt1", "opt2", "opt3"],
+            "enumNames": ["Option One", "Option Two", "Option Three"],
+        },
+        "untitledMulti": {
+            "type": "array",
+            "items": {"type": "string", "enum": ["option1", "option2", "option3"]},
+        },
+        "titledMulti": {
+            "type": "array",
+            "items": {
+                "anyOf": [
+                    {"const": "value1", "title": "First Choice"},
+                    {"const": "value2", "title": "Second Choice"},
+                    {"const": "value3", "title": "Third Choice"},
+                ]
+            },
+        },
+    },
+}
+"""Every enum shape of SEP-1330: untitled and titled single-select, the legacy `enumNames`, and
+untitled and titled multi-select."""
 
 
 @component(name="test")
@@ -92,6 +141,40 @@ class Everything:
             if done < 100:
                 await asyncio.sleep(0.05)
         return "Tool with progress executed successfully"
+
+    @tool
+    async def sampling(self, prompt: str, ctx: Context) -> str:
+        """Asks the client's LLM to answer `prompt`."""
+        result = await ctx.sample(prompt, max_tokens=100)
+        return f"LLM response: {getattr(result.content, 'text', '')}"
+
+    @tool
+    async def elicitation(self, message: str, ctx: Context) -> str:
+        """Asks the user for a username and an email address."""
+        answer = await ctx.elicit(
+            message,
+            {
+                "type": "object",
+                "properties": {
+                    "username": {"type": "string", "description": "User's response"},
+                    "email": {"type": "string", "description": "User's email address"},
+                },
+                "required": ["username", "email"],
+            },
+        )
+        return f"User response: action={answer.action}, content={json.dumps(answer.content)}"
+
+    @tool
+    async def elicitation_sep1034_defaults(self, ctx: Context) -> str:
+        """Asks with a default for every primitive type (SEP-1034), from a pydantic model."""
+        answer = await ctx.elicit("Please review your details", Defaults)
+        return f"Elicitation completed: action={answer.action}, content={json.dumps(answer.content)}"
+
+    @tool
+    async def elicitation_sep1330_enums(self, ctx: Context) -> str:
+        """Asks with the five enum shapes of SEP-1330."""
+        answer = await ctx.elicit("Please choose", ENUMS)
+        return f"Elicitation completed: action={answer.action}, content={json.dumps(answer.content)}"
 
     @prompt
     def simple_prompt(self) -> str:

@@ -39,6 +39,7 @@ from statefulmcp.transport.http import (
     http_server,
     url_of,
 )
+from statefulmcp.transport.questions import ANSWER_TIMEOUT, MAX_QUESTIONS
 from statefulmcp.transport.server import McpFrontend
 from statefulmcp.transport.stdio import checked_stdio
 
@@ -85,6 +86,11 @@ class ServeOptions:
     idle_seconds: float | None = DEFAULT_IDLE_SECONDS
     max_instances: int | None = DEFAULT_MAX_INSTANCES
     max_waiters: int | None = DEFAULT_MAX_WAITERS
+    answer_timeout: float = ANSWER_TIMEOUT
+    max_questions: int = MAX_QUESTIONS
+
+
+_STOPPED = "the server is shutting down, so the question to the client was withdrawn; call the tool again after it restarts"
 
 
 class _CannotStart(Exception):
@@ -115,7 +121,12 @@ async def serve(options: ServeOptions) -> int:
             await host.load_what_loads(options.paths)
         else:
             await host.load_all(options.paths)
-        frontend = McpFrontend(host, allow_load=options.allow_load)
+        frontend = McpFrontend(
+            host,
+            allow_load=options.allow_load,
+            answer_timeout=options.answer_timeout,
+            max_questions=options.max_questions,
+        )
         try:
             if options.stdio:
                 await _serve_stdio(host, frontend, options, bound)
@@ -248,6 +259,7 @@ async def _serve_http(
     async def stopping() -> None:
         bound.arm()
         readiness.draining = True
+        frontend.questions.stop(_STOPPED)
         await host.drain(options.drain_timeout)
 
     server = http_server(app, log_level=options.log_level, on_stop=stopping, limits=limits)
@@ -300,6 +312,7 @@ async def _serve_stdio(
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if stop.is_set():
+            frontend.questions.stop(_STOPPED)
             await host.drain(options.drain_timeout)
             await channel.finish(SHUTDOWN_GRACE)
             await asyncio.wait({serving}, timeout=SHUTDOWN_GRACE)

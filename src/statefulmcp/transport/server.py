@@ -12,18 +12,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 import warnings
 import weakref
 from collections.abc import Coroutine, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mcp.server import NotificationOptions, Server, ServerRequestContext
+from mcp.server.auth.provider import principal_components
 from mcp.server.connection import Connection, allowed_log_levels
 from mcp.server.context import CallNext, HandlerResult
 from mcp.server.models import InitializationOptions
+from mcp.server.request_state import RequestStateBoundary, RequestStateSecurity, compact_json
 from mcp.server.subscriptions import (
     InMemorySubscriptionBus,
     ListenHandler,
@@ -35,14 +38,18 @@ from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp_types import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
+    MISSING_REQUIRED_CLIENT_CAPABILITY,
     CallToolRequestParams,
     CallToolResult,
+    ClientCapabilities,
     CompleteRequestParams,
     CompleteResult,
     Completion,
     EmptyResult,
     GetPromptRequestParams,
     GetPromptResult,
+    InputRequiredResult,
+    InputResponse,
     ListPromptsResult,
     ListResourcesResult,
     ListResourceTemplatesResult,
@@ -64,13 +71,14 @@ from mcp_types import (
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 
 from statefulmcp import context
-from statefulmcp._errors import HostStateError, ToolCallError, ToolInputError
+from statefulmcp._errors import ClientCapabilityError, HostStateError, ToolCallError, ToolInputError
 from statefulmcp.cluster import FORWARDED, NOT_OWNER, PROOF, SESSION, Hop, NotOwner
 from statefulmcp.cluster.relay import echo
 from statefulmcp.components import tool_result_text
 from statefulmcp.host import Host
 from statefulmcp.transport.admin import ADMIN_TOOLS, admin_tools, caller_is_admin
 from statefulmcp.transport.auth import has_scope
+from statefulmcp.transport.questions import ANSWER_TIMEOUT, MAX_QUESTIONS, Exchange, Questions
 from statefulmcp.transport.updates import ResourceUpdates
 
 log = logging.getLogger("statefulmcp.transport")
@@ -86,6 +94,8 @@ MAX_COMPLETIONS = 100
 
 HEARTBEAT_SECONDS = 2.0
 """How often a call whose client sent a progress token hears that it is still running."""
+
+R = TypeVar("R")
 
 
 class _Server(Server[Any]):
@@ -109,8 +119,17 @@ class _Server(Server[Any]):
 class McpFrontend:
     """Serves a `Host` over MCP: tool listing and calls, admin tools, and change notifications."""
 
-    def __init__(self, host: Host, *, allow_load: Path | None = None) -> None:
+    def __init__(
+        self,
+        host: Host,
+        *,
+        allow_load: Path | None = None,
+        max_questions: int = MAX_QUESTIONS,
+        answer_timeout: float = ANSWER_TIMEOUT,
+    ) -> None:
         self.host = host
+        self.questions = Questions(max_questions=max_questions, answer_timeout=answer_timeout)
+        """Elicitation and sampling questions open to clients, and the 2026-07-28 calls parked on one."""
         host.add_host_tools(admin_tools(host, allow_load))
         self.admin_scope: str | None = None
         """Set when HTTP requests carry verified tokens: the scope the admin tools then require."""
@@ -148,12 +167,23 @@ class McpFrontend:
             )
         # The SDK's only default middleware is OpenTelemetry's ("drop it from this list to opt out",
         # says `Server.__init__`); the public list is replaced rather than filtered by a private class.
-        self.server.middleware[:] = [self._track_sessions]
+        # The SDK's request-state boundary seals the name of a parked call (`questions`) to the
+        # tool, its arguments and the caller, under a key only this process holds; it touches
+        # only results that ask for input, and retries that answer one.
+        security = RequestStateSecurity(
+            keys=[os.urandom(32)], ttl=answer_timeout + HEARTBEAT_SECONDS, bind_principal=_principal
+        )
+        self.server.middleware[:] = [
+            self._track_sessions,
+            RequestStateBoundary(security, default_audience="statefulmcp"),
+        ]
         host.on_tools_changed(self._tools_changed)
         host.on_resources_updated(self.updates.updated)
 
     async def aclose(self) -> None:
-        """Stop what the frontend started (resource updates still being sent)."""
+        """Stop what the frontend started: resource updates still being sent, and the 2026-07-28
+        calls still running (each is a task of `questions`)."""
+        await self.questions.aclose()
         await self.updates.aclose()
 
     # -- listing ----------------------------------------------------------------------------
@@ -229,8 +259,9 @@ class McpFrontend:
     async def _get_prompt(
         self, ctx: ServerRequestContext[Any], params: GetPromptRequestParams
     ) -> GetPromptResult:
-        context.begin(context.Context(_RequestCaller(ctx), asyncio.get_running_loop()))
         hop = _hop(ctx)
+        caller = _RequestCaller(ctx, self.questions, forwarded=hop.forwarded)
+        context.begin(context.Context(caller, asyncio.get_running_loop()))
         try:
             return await self.host.get_prompt(
                 params.name,
@@ -307,8 +338,9 @@ class McpFrontend:
         self, ctx: ServerRequestContext[Any], params: ReadResourceRequestParams
     ) -> ReadResourceResult:
         uri = params.uri
-        context.begin(context.Context(_RequestCaller(ctx), asyncio.get_running_loop()))
         hop = _hop(ctx)
+        caller = _RequestCaller(ctx, self.questions, forwarded=hop.forwarded)
+        context.begin(context.Context(caller, asyncio.get_running_loop()))
         try:
             return await self.host.read_resource(
                 uri,
@@ -357,7 +389,7 @@ class McpFrontend:
 
     async def _call_tool(
         self, ctx: ServerRequestContext[Any], params: CallToolRequestParams
-    ) -> CallToolResult:
+    ) -> CallToolResult | InputRequiredResult:
         name = params.name
         arguments = params.arguments or {}
         if self.host.entry(name) is None:
@@ -372,13 +404,37 @@ class McpFrontend:
                 "the scope to call tools",
                 error=True,
             )
-        session = self._session_of(ctx)
-        context.begin(context.Context(_RequestCaller(ctx), asyncio.get_running_loop()))
-        if self.host.cluster is not None:
-            return await self._call_replicated(ctx, name, arguments, session)
-        if _wants_progress(ctx):
-            return await self._heartbeat(ctx, name, self.host.call_result(name, arguments, session=session))
-        return await self.host.call_result(name, arguments, session=session)
+        try:
+            if params.request_state is not None:
+                return await self._resume(ctx, name, params)
+            session = self._session_of(ctx)
+            forwarded = _forwarded(ctx)
+            caller = _RequestCaller(ctx, self.questions, forwarded=forwarded)
+            context.begin(context.Context(caller, asyncio.get_running_loop()))
+            if self.host.cluster is not None:
+                call = self._call_replicated(ctx, name, arguments, session)
+            else:
+                call = self.host.call_result(name, arguments, session=session)
+            if ctx.protocol_version in HANDSHAKE_PROTOCOL_VERSIONS or forwarded:
+                # The heartbeat runs where the caller is: a forwarded call's reaches it from the
+                # replica that forwarded it (`_call_replicated`).
+                wants = forwarded is None and _wants_progress(ctx)
+                return await self._heartbeat(ctx, name, call) if wants else await call
+            # From 2026-07-28 a question to the client ends this request (`questions`).
+            caller.exchange = Exchange(name, caller)
+            rounds = self.questions.run(caller.exchange, call)
+            return await self._heartbeat(ctx, name, rounds) if _wants_progress(ctx) else await rounds
+        except ClientCapabilityError as exc:
+            raise MCPError(
+                MISSING_REQUIRED_CLIENT_CAPABILITY, str(exc), data={"requiredCapabilities": exc.required}
+            ) from None
+
+    async def _resume(
+        self, ctx: ServerRequestContext[Any], name: str, params: CallToolRequestParams
+    ) -> CallToolResult | InputRequiredResult:
+        """A 2026-07-28 retry answering a question: the parked call goes on (`questions.resume`)."""
+        rounds = self.questions.resume(ctx, params)
+        return await self._heartbeat(ctx, name, rounds) if _wants_progress(ctx) else await rounds
 
     def _session_of(self, ctx: ServerRequestContext[Any]) -> str | None:
         """The MCP session of a call: its connection's, if it has one (hearing once when it ends),
@@ -405,16 +461,11 @@ class McpFrontend:
         reports progress itself (relayed to the caller); the owner's would come on top of it.
         """
         hop = _hop(ctx)
-        call = self.host.call_result(
+        return await self.host.call_result(
             name, arguments, forwarded=hop.forwarded, token=hop.token, session=session, proof=hop.proof
         )
-        if hop.forwarded is None and _wants_progress(ctx):
-            return await self._heartbeat(ctx, name, call)
-        return await call
 
-    async def _heartbeat(
-        self, ctx: ServerRequestContext[Any], name: str, work: Coroutine[Any, Any, CallToolResult]
-    ) -> CallToolResult:
+    async def _heartbeat(self, ctx: ServerRequestContext[Any], name: str, work: Coroutine[Any, Any, R]) -> R:
         """Run a call, sending a progress notification every few seconds until it ends.
 
         A long-poll may wait minutes in silence; clients and proxies time out silent requests,
@@ -442,12 +493,44 @@ class McpFrontend:
 
 
 class _RequestCaller:
-    """The caller of one `tools/call`, as a tool's `Context` reaches it: on the request's stream."""
+    """The caller of one `tools/call`, as a tool's `Context` reaches it: on the request's stream.
 
-    __slots__ = ("_ctx",)
+    A 2026-07-28 call that asks its client spans several requests (each retry answers a
+    question); it is pointed at the latest one (`rebind`), so what the tool sends goes there.
+    """
 
-    def __init__(self, ctx: ServerRequestContext[Any]) -> None:
+    __slots__ = ("_capabilities", "_ctx", "_forwarded", "_questions", "exchange")
+
+    def __init__(
+        self, ctx: ServerRequestContext[Any], questions: Questions, *, forwarded: str | None = None
+    ) -> None:
         self._ctx = ctx
+        self._questions = questions
+        self._forwarded = forwarded
+        self._capabilities: ClientCapabilities | None = ctx.session.client_capabilities
+        self.exchange: Exchange | None = None
+        """The 2026-07-28 call this is the caller of (its questions park it); None before then."""
+
+    def rebind(self, ctx: ServerRequestContext[Any]) -> None:
+        self._ctx = ctx
+        self._capabilities = ctx.session.client_capabilities
+
+    def refusal(self, question: context.Question) -> ToolCallError | None:
+        if self._forwarded is not None:
+            return ToolCallError(
+                f"this call was forwarded from the replica that received it ({self._forwarded}), and "
+                f"questions to the client ({question.method}) are not relayed through forwards yet; the "
+                "tool asked nothing. See docs/scaling.md"
+            )
+        if self.exchange is None and self._ctx.protocol_version not in HANDSHAKE_PROTOCOL_VERSIONS:
+            return ToolCallError(
+                f"a 2026-07-28 client is asked ({question.method}) only by a tool call, not by a prompt "
+                "or a resource; ask from a tool"
+            )
+        return self._questions.refusal(self._capabilities, question)
+
+    async def ask(self, question: context.Question) -> InputResponse:
+        return await self._questions.ask(self._ctx, self.exchange, question)
 
     async def log(self, level: LoggingLevel, data: Any, logger: str | None) -> None:
         ctx = self._ctx
@@ -495,6 +578,25 @@ def _connection(ctx: ServerRequestContext[Any, Any]) -> Connection | None:
     """
     connection = getattr(ctx.session, "_connection", None)
     return connection if isinstance(connection, Connection) else None
+
+
+def _forwarded(ctx: ServerRequestContext[Any, Any]) -> str | None:
+    """The replica that forwarded this call here, if one did (`cluster.FORWARDED`); `_hop` reads
+    the rest of the marks, which only replicas need."""
+    meta = ctx.params.get("_meta") if ctx.params else None
+    return _text(meta.get(FORWARDED)) if isinstance(meta, Mapping) else None
+
+
+def _principal(ctx: ServerRequestContext[Any, Any]) -> str | None:
+    """Who a parked call's `request_state` is bound to: the verified token's client and subject,
+    else the MCP session; None for an anonymous sessionless caller."""
+    request = ctx.request
+    user = getattr(request, "scope", {}).get("user") if request is not None else None
+    token = getattr(user, "access_token", None)
+    if token is not None:
+        return compact_json(principal_components(token))
+    connection = _connection(ctx)
+    return None if connection is None else connection.session_id
 
 
 def _wants_progress(ctx: ServerRequestContext[Any]) -> bool:
