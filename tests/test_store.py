@@ -154,3 +154,29 @@ def test_commits_of_a_failed_chain_fail_without_writing_and_others_are_untouched
     assert failed == [False, True, True, False, True]
     assert _rows(tmp_path / "s.db") == {("c", "k", "n"): "1", ("c", "other", "n"): "9"}
     assert chain.failed
+
+
+def test_a_lone_inline_commit_keeps_the_failure_rules_of_the_writer(tmp_path: Path) -> None:
+    """With one call on the engine (`alone`), commits run inline, never handed to the writer: a
+    failed one says nothing was written and fails its chain, whose next commit fails untried, and
+    another instance's commit lands."""
+    from statefulmcp.state import CommitChain
+
+    store = SqliteStore(tmp_path / "s.db")
+    store.alone = lambda: True
+    chain = CommitChain()
+
+    async def scenario() -> None:
+        await store.commit([Change("c", "k", {"n": "1"})], chain=chain)
+        with pytest.raises(StoreError, match=r"lone surrogate.*nothing of this turn was written"):
+            await store.commit([Change("c", "k", {"\ud800": "x", "n": "2"})], chain=chain)
+        with pytest.raises(StoreError, match="an earlier commit of this instance failed"):
+            await store.commit([Change("c", "k", {"n": "3"})], chain=chain)
+        await store.commit([Change("c", "other", {"n": "9"})])
+
+    asyncio.run(scenario())
+    handed = store._submitted
+    store.close()
+    assert handed == 0
+    assert chain.failed
+    assert _rows(tmp_path / "s.db") == {("c", "k", "n"): "1", ("c", "other", "n"): "9"}

@@ -61,6 +61,11 @@ _DELETE = "DELETE FROM state WHERE component = ? AND key = ? AND name = ?"
 
 _Job = tuple[Callable[[sqlite3.Connection], Any], asyncio.AbstractEventLoop, asyncio.Future[Any], bool]
 
+_DOOMED = (
+    "could not commit state to {path}: an earlier commit of this instance failed and this turn ran "
+    "on its writes; nothing of this turn was written"
+)
+
 _CHECKPOINT: Any = ("checkpoint",)
 """Queued by an inline commit that crossed `CHECKPOINT_TURNS`, to wake the writer for a checkpoint."""
 
@@ -275,31 +280,48 @@ class SqliteStore:
         """
         doomed = [job for job in jobs if _chain_failed(job)]
         if doomed:
-            error = StoreError(
-                f"could not commit state to {self.path}: an earlier commit of this instance failed and "
-                "this turn ran on its writes; nothing of this turn was written"
-            )
+            error = StoreError(_DOOMED.format(path=self.path))
             rest = [job for job in jobs if not _chain_failed(job)]
             return [(job, None, error) for job in doomed] + (self._write(db, rest) if rest else [])
+        if len(jobs) == 1:
+            try:
+                return [(jobs[0], self._write_one(db, jobs[0][0]), None)]
+            except StoreError as exc:
+                return [(jobs[0], None, exc)]
         try:
-            return [(job, out, None) for job, out in zip(jobs, self._transaction(db, jobs), strict=True)]
-        except Exception as exc:  # noqa: BLE001 - one job fails, the writer serves on
-            if len(jobs) == 1:
-                error = StoreError(
-                    f"could not commit state to {self.path}: {_cause(exc)}; nothing of this turn was written"
-                )
-                log.error("%s", error)
-                if isinstance(jobs[0][0], _Commit) and jobs[0][0].chain is not None:
-                    jobs[0][0].chain.failed = True
-                return [(jobs[0], None, error)]
-        return [item for job in jobs for item in self._write(db, [job])]
+            outs = self._transaction(db, [job[0] for job in jobs])
+            return [(job, out, None) for job, out in zip(jobs, outs, strict=True)]
+        except Exception:  # noqa: BLE001 - one job fails, the writer serves on
+            return [item for job in jobs for item in self._write(db, [job])]
 
-    def _transaction(self, db: sqlite3.Connection, jobs: list[_Job]) -> list[Any]:
+    def _write_one(self, db: sqlite3.Connection, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Commit one job alone: its result, or the `StoreError` saying nothing of it was written.
+
+        A commit whose chain failed fails without being tried; a commit that fails fails its chain.
+        """
+        chain = work.chain if isinstance(work, _Commit) else None
+        if chain is not None and chain.failed:
+            raise StoreError(_DOOMED.format(path=self.path))
+        try:
+            return self._transaction(db, [work])[0]
+        except Exception as exc:  # noqa: BLE001 - this job fails, the store serves on
+            error = StoreError(
+                f"could not commit state to {self.path}: {_cause(exc)}; nothing of this turn was written"
+            )
+            log.error("%s", error)
+            if chain is not None:
+                chain.failed = True
+            raise error from None
+
+    def _transaction(
+        self, db: sqlite3.Connection, works: list[Callable[[sqlite3.Connection], Any]]
+    ) -> list[Any]:
+        """Run `works` (commits and other writes) as one transaction; their results, in order."""
         self._check_linked()
         started = time.perf_counter()
-        upserts, deletes = _Commit.rows([job[0] for job in jobs if isinstance(job[0], _Commit)])
+        upserts, deletes = _Commit.rows([work for work in works if isinstance(work, _Commit)])
         try:
-            if len(jobs) == 1 and isinstance(jobs[0][0], _Commit) and len(upserts) + len(deletes) == 1:
+            if len(works) == 1 and isinstance(works[0], _Commit) and len(upserts) + len(deletes) == 1:
                 # One row: the statement is its own transaction (SQLite's autocommit), with the
                 # same lock and fsync as BEGIN ... COMMIT and two statements fewer.
                 db.execute(*((_UPSERT, upserts[0]) if upserts else (_DELETE, deletes[0])))
@@ -308,10 +330,10 @@ class SqliteStore:
                 db.execute("BEGIN IMMEDIATE")
                 # The turns of a group share the statements as well as the fsync.
                 _Commit.apply(db, upserts, deletes)
-                outs = [None if isinstance(job[0], _Commit) else job[0](db) for job in jobs]
+                outs = [None if isinstance(work, _Commit) else work(db) for work in works]
                 db.execute("COMMIT")
             self._recent.append(time.perf_counter() - started)
-            self._unchecked += len(jobs)
+            self._unchecked += len(works)
             return outs
         except BaseException:
             if db.in_transaction:
@@ -345,15 +367,26 @@ class SqliteStore:
         other turns). A lone commit, with nothing queued ahead, runs inline if commits are fast.
         """
         batch, self._batch = self._batch, []
-        if len(batch) == 1 and self._commit_inline(*batch[0]):
-            return
+        if len(batch) == 1:
+            commit, _, future = batch[0]
+            try:
+                inline = self._commit_inline(commit)
+            except StoreError as exc:
+                future.set_exception(exc)
+                return
+            if inline:
+                future.set_result(None)
+                return
         for commit, loop, future in batch:
             self._enqueue((commit, loop, future, True))
 
-    def _commit_inline(
-        self, commit: _Commit, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]
-    ) -> bool:
-        """Commit on this thread if nothing is queued ahead and commits are fast; False if not."""
+    def _commit_inline(self, commit: _Commit) -> bool:
+        """Commit on this thread if nothing is queued ahead and commits are fast; False if not.
+
+        Raises the commit's `StoreError` when it was tried and failed. The same statements and
+        the same failure rules as a group of one on the writer (`_write`), without the job
+        tuples, futures and lists a group needs: this is the one-caller hot path.
+        """
         if self._recent and max(self._recent) > INLINE_COMMIT_SECONDS:
             self._recent.append(0.0)  # decay: try inline again after a few commits on the writer
             return False
@@ -362,16 +395,11 @@ class SqliteStore:
         try:
             if self._submitted != self._served:
                 return False
-            ((_, _, error),) = self._write(self._db, [(commit, loop, future, True)])
+            self._write_one(self._db, commit)
             if self._unchecked >= CHECKPOINT_TURNS:
                 self._enqueue(_CHECKPOINT)  # the writer checkpoints, off this (the engine's) thread
         finally:
             self._db_lock.release()
-        if not future.done():
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
         return True
 
     # -- the Store protocol -----------------------------------------------------------------
@@ -388,16 +416,11 @@ class SqliteStore:
     async def commit(self, changes: list[Change], *, chain: CommitChain | None = None) -> None:
         if self._broken is not None or self._closing.is_set():
             raise StoreError(self._broken or f"the store of {self.path} is closed")
+        alone = not self._batch and self.alone is not None and self.alone()
+        if alone and self._commit_inline(_Commit(changes, chain)):  # raises the commit's error
+            return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = _Handed(loop=loop)
-        if (
-            not self._batch
-            and self.alone is not None
-            and self.alone()
-            and self._commit_inline(_Commit(changes, chain), loop, future)
-        ):
-            future.result()  # its outcome: None, or the commit's error
-            return
         if self._submitted != self._served and not self._batch:
             # The writer is busy: this commit joins its next group, with no detour.
             self._enqueue((_Commit(changes, chain), loop, future, True))
