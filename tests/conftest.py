@@ -22,7 +22,7 @@ import httpx2
 import pytest
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.types import CallToolResult
+from mcp.types import CallToolResult, LoggingMessageNotificationParams
 
 from statefulmcp import StoreError
 from statefulmcp.state import Change, CommitChain
@@ -189,6 +189,19 @@ def local_http(server: _Server) -> Iterator[_Server]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+class Heard:
+    """What a client heard: log messages and progress, in arrival order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    async def log(self, params: LoggingMessageNotificationParams) -> None:
+        self.events.append((params.level, params.data))
+
+    async def progress(self, progress: float, total: float | None, message: str | None) -> None:
+        self.events.append(("progress", (progress, total, message)))
 
 
 class Notified:

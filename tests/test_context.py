@@ -5,11 +5,9 @@ stdio, honouring the level the client asked for."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import COMPONENTS, http_session, running, stdio_session, value
-from mcp.types import LoggingMessageNotificationParams
+from conftest import COMPONENTS, Heard, http_session, running, stdio_session, value
 
 from statefulmcp import ComponentError, Context, Host, component, tool
 
@@ -20,19 +18,6 @@ pytestmark = [
 ]
 
 TELLING = COMPONENTS / "telling.py"
-
-
-class Heard:
-    """What a client heard: log messages and progress, in arrival order."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, Any]] = []
-
-    async def log(self, params: LoggingMessageNotificationParams) -> None:
-        self.events.append((params.level, params.data))
-
-    async def progress(self, progress: float, total: float | None, message: str | None) -> None:
-        self.events.append(("progress", (progress, total, message)))
 
 
 async def test_a_stateful_tool_logs_and_reports_progress_before_its_reply(tmp_path: Path) -> None:

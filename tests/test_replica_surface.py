@@ -15,9 +15,8 @@ from typing import Any, cast
 
 import anyio
 import pytest
-from conftest import COMPONENTS, ServerProcess, http_session, start_server, value
+from conftest import COMPONENTS, Heard, ServerProcess, http_session, start_server, value
 from mcp.shared.exceptions import MCPError
-from mcp.types import LoggingMessageNotificationParams
 from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, RequestParamsMeta, TextContent, TextResourceContents
 from test_replicas import database, owner_of, postgres, replica_ids, rows
 
@@ -46,19 +45,6 @@ def pair(database: str, tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerP
     finally:
         for server in servers:
             server.stop()
-
-
-class Heard:
-    """What a client heard: log messages and progress, in arrival order."""
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, Any]] = []
-
-    async def log(self, params: LoggingMessageNotificationParams) -> None:
-        self.events.append((params.level, params.data))
-
-    async def progress(self, progress: float, total: float | None, message: str | None) -> None:
-        self.events.append(("progress", (progress, total, message)))
 
 
 async def owned_by_a(a: ServerProcess, database: str, key: str) -> int:

@@ -103,6 +103,12 @@ DEFAULT_MAX_WAITERS = 10_000
 _MAX_SWEEP = 5.0
 """The longest pause between two idle sweeps (seconds)."""
 
+_SWEEP_BATCH = 500
+"""Idle instances one sweep starts passivating before it waits for them (the loop turns between)."""
+
+_SWEEP_BATCH_SECONDS = 1.0
+"""How long a sweep waits for a batch at most (a call that slipped in may hold an instance)."""
+
 _SHOWN_KEYS = 100
 """How many owned keys per component the replica view lists (the count is in `instances`)."""
 
@@ -703,7 +709,13 @@ class Host:
             await asyncio.sleep(self._sweep_period())
             now = time.monotonic()
             for live in list(self._components.values()):
-                live.passivate_idle(now)
+                # In batches, each awaited (for a while at most): 100,000 instances idle at once
+                # would otherwise be 100,000 passivations ready at once, and every other call,
+                # tick and the watchdog would queue behind them for seconds.
+                while started := live.passivate_idle(now, _SWEEP_BATCH):
+                    await asyncio.wait(started, timeout=_SWEEP_BATCH_SECONDS)
+                    if len(started) < _SWEEP_BATCH:
+                        break
                 live.expire_handles(now)
 
     def _sweep_period(self) -> float:

@@ -469,17 +469,20 @@ class LiveComponent:
                 return instance
         return None
 
-    def passivate_idle(self, now: float) -> None:
-        """Passivate the instances idle for longer than `idle_seconds` (oldest first; stops at the
-        first one called recently, since every later one was called more recently still)."""
+    def passivate_idle(self, now: float, most: int) -> list[asyncio.Future[None]]:
+        """Start passivating up to `most` of the instances idle for longer than `idle_seconds`
+        (oldest first; stops at the first one called recently, since every later one was called
+        more recently still), and return their passivations."""
         limit = self.idle_seconds
+        started: list[asyncio.Future[None]] = []
         if limit is None or self.closed:
-            return
-        for instance in list(self.instances.values()):
-            if now - instance.last_used < limit:
+            return started
+        for instance in self.instances.values():  # nothing below changes the dict: no copy
+            if len(started) >= most or now - instance.last_used < limit:
                 break
             if self._idle(instance):
-                self.passivate_soon(instance, f"passivated after {limit:g} s without a call")
+                started.append(self.passivate_soon(instance, f"passivated after {limit:g} s without a call"))
+        return started
 
     def end_session_soon(self, key: str) -> None:
         """A client's MCP session ended, and a session never comes back: deactivate its instance
@@ -515,7 +518,9 @@ class LiveComponent:
             self._reaping.add(task)
             task.add_done_callback(self._reaping.discard)
 
-    def passivate_soon(self, instance: Instance, reason: str, *, bound: str | None = None) -> None:
+    def passivate_soon(
+        self, instance: Instance, reason: str, *, bound: str | None = None
+    ) -> asyncio.Future[None]:
         """Start passivating `instance` (owned by this component's reaping set); a call that slips
         in first keeps it, and one queued behind the passivation activates it afresh.
 
@@ -529,6 +534,7 @@ class LiveComponent:
         task = asyncio.ensure_future(self._passivate(instance, reason, instance.last_used))
         self._reaping.add(task)
         task.add_done_callback(self._reaping.discard)
+        return task
 
     async def _passivate(self, instance: Instance, reason: str, used: float) -> None:
         try:
