@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import pytest
 from conftest import COMPONENTS, http_session, running, start_server, value
+from mcp import ClientSession
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ClientMessageMetadata
 from mcp_types import CallToolRequest, CallToolRequestParams, CallToolResult
@@ -143,6 +144,14 @@ async def _until(check: Callable[[], Any], seconds: float = 30) -> None:
             await anyio.sleep(0.05)
 
 
+async def _long_poll_failing(session: ClientSession, progress: Any, failure: list[BaseException]) -> None:
+    """Call the gate's long-poll, keeping the MCP error it is expected to end with."""
+    try:
+        await session.call_tool("gate_wait_open", {}, progress_callback=progress)
+    except MCPError as exc:
+        failure.append(exc)
+
+
 def _call(name: str, arguments: dict[str, Any] | None = None) -> CallToolRequest:
     return CallToolRequest(params=CallToolRequestParams(name=name, arguments=arguments or {}))
 
@@ -251,14 +260,7 @@ async def test_after_a_restart_a_resuming_call_is_told_its_session_is_gone(tmp_p
             failure: list[BaseException] = []
             waiting, progress = _progressing()
             async with anyio.create_task_group() as tg:
-
-                async def long_poll() -> None:
-                    try:
-                        await away.call_tool("gate_wait_open", {}, progress_callback=progress)
-                    except MCPError as exc:
-                        failure.append(exc)
-
-                tg.start_soon(long_poll)
+                tg.start_soon(_long_poll_failing, away, progress, failure)
                 with anyio.fail_after(30):
                     await waiting.wait()
                 proxy.hold()
@@ -283,14 +285,7 @@ async def test_a_2026_stream_is_not_resumable_and_dropping_it_cancels_the_call(t
             failure: list[BaseException] = []
             waiting, progress = _progressing()
             async with anyio.create_task_group() as tg:
-
-                async def long_poll() -> None:
-                    try:
-                        await away.call_tool("gate_wait_open", {}, progress_callback=progress)
-                    except MCPError as exc:
-                        failure.append(exc)
-
-                tg.start_soon(long_poll)
+                tg.start_soon(_long_poll_failing, away, progress, failure)
                 with anyio.fail_after(30):
                     await waiting.wait()
                 proxy.cut()

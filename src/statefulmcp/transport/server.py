@@ -256,12 +256,18 @@ class McpFrontend:
             ]
         )
 
-    async def _get_prompt(
-        self, ctx: ServerRequestContext[Any], params: GetPromptRequestParams
-    ) -> GetPromptResult:
+    def _begin(self, ctx: ServerRequestContext[Any]) -> Hop:
+        """Make this request the caller of the work it runs (its `Context`), and say how it
+        reached this replica."""
         hop = _hop(ctx)
         caller = _RequestCaller(ctx, self.questions, forwarded=hop.forwarded)
         context.begin(context.Context(caller, asyncio.get_running_loop()))
+        return hop
+
+    async def _get_prompt(
+        self, ctx: ServerRequestContext[Any], params: GetPromptRequestParams
+    ) -> GetPromptResult:
+        hop = self._begin(ctx)
         try:
             return await self.host.get_prompt(
                 params.name,
@@ -338,9 +344,7 @@ class McpFrontend:
         self, ctx: ServerRequestContext[Any], params: ReadResourceRequestParams
     ) -> ReadResourceResult:
         uri = params.uri
-        hop = _hop(ctx)
-        caller = _RequestCaller(ctx, self.questions, forwarded=hop.forwarded)
-        context.begin(context.Context(caller, asyncio.get_running_loop()))
+        hop = self._begin(ctx)
         try:
             return await self.host.read_resource(
                 uri,
