@@ -20,11 +20,13 @@ from typing import Any, TypeVar
 import anyio
 import httpx2
 import pytest
+from forkserver import Child, ForkServer
 from mcp import ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, LoggingMessageNotificationParams
 
 from statefulmcp import StoreError
+from statefulmcp.checker import replicas
 from statefulmcp.state import Change, CommitChain
 
 COMPONENTS = Path(__file__).parent / "components"
@@ -69,11 +71,36 @@ def _compile_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         os.environ["STATEFULMCP_CACHE_DIR"] = previous
 
 
+_forks: ForkServer | None = None
+"""Starts the servers of this pytest worker (see `forkserver`); None: plain exec."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fork_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Servers and the checker's replicas start from this worker's fork server (see `forkserver`),
+    unless `STATEFULMCP_TEST_EXEC=1` asks for plain exec."""
+    global _forks
+    if os.environ.get("STATEFULMCP_TEST_EXEC") == "1":
+        yield
+        return
+    forks = ForkServer(tmp_path_factory.mktemp("forkserver"))
+
+    def launch_replica(args: list[str], directory: Path, log: int) -> Child:
+        return forks.launch(args, cwd=directory, env=dict(os.environ), stdout=log, stderr=log)
+
+    _forks, replicas.launch = forks, launch_replica
+    try:
+        yield
+    finally:
+        _forks, replicas.launch = None, replicas.exec_replica
+        forks.close()
+
+
 @dataclass
 class ServerProcess:
     """A `statefulmcp serve` child process listening on a free port."""
 
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[bytes] | Child
     url: str
     log_path: Path
 
@@ -104,11 +131,15 @@ def start_server(
     """Start `statefulmcp serve ARGS --http BIND` and wait until it says where it listens."""
     tmp.mkdir(parents=True, exist_ok=True)
     log_path = tmp / f"server-{time.monotonic_ns()}.log"
-    cmd = [sys.executable, "-m", "statefulmcp.cli", "serve", *map(str, args), "--http", bind]
+    argv = ["serve", *map(str, args), "--http", bind]
+    environment = {**os.environ, **(env or {})}
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp, env={**os.environ, **(env or {})}
-        )
+        proc: subprocess.Popen[bytes] | Child
+        if _forks is not None:
+            proc = _forks.launch(argv, cwd=tmp, env=environment, stdout=log.fileno(), stderr=log.fileno())
+        else:
+            cmd = [sys.executable, "-m", "statefulmcp.cli", *argv]
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp, env=environment)
     server = ServerProcess(proc, "", log_path)
     if not wait:
         return server

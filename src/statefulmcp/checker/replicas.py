@@ -13,8 +13,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 _SERVING = re.compile(r"serving on (http://\S+)")
 _JOINED = re.compile(r"replica (\S+) joined")
@@ -23,12 +25,34 @@ START_SECONDS = 60.0
 """How long a replica may take to say where it serves (a loaded 2-core machine is slow)."""
 
 
+class Process(Protocol):
+    """What the checker needs of a replica's process; a `subprocess.Popen` is one."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def send_signal(self, sig: int) -> None: ...
+    def kill(self) -> None: ...
+
+
+def exec_replica(args: list[str], directory: Path, log: int) -> Process:
+    """`python -m statefulmcp.cli ARGS` in `directory`, stdout and stderr to the descriptor `log`."""
+    cmd = [sys.executable, "-m", "statefulmcp.cli", *args]
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=directory, env=dict(os.environ))
+
+
+launch: Callable[[list[str], Path, int], Process] = exec_replica
+"""How replicas are started. The test suite swaps in a fork server (the same program, forked from a
+process that already imported it) to spare each replica a second of imports."""
+
+
 @dataclass
 class Replica:
     """One `statefulmcp serve` process. `id` is its replica id in `statefulmcp_replicas`."""
 
     name: str
-    proc: subprocess.Popen[bytes]
+    proc: Process
     log_path: Path
     url: str = ""
     id: str = ""
@@ -66,10 +90,7 @@ def start_replica(
     """Start one replica and wait until it serves; raises `RuntimeError` with its log if it cannot."""
     directory.mkdir(parents=True, exist_ok=True)
     log_path = directory / f"{name}.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "statefulmcp.cli",
+    args = [
         "serve",
         str(component),
         "--state",
@@ -82,9 +103,7 @@ def start_replica(
         *extra,
     ]
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=directory, env=dict(os.environ)
-        )
+        proc = launch(args, directory, log.fileno())
     replica = Replica(name, proc, log_path)
     deadline = time.monotonic() + START_SECONDS
     while time.monotonic() < deadline:
@@ -93,8 +112,9 @@ def start_replica(
         if serving and joined:
             replica.url, replica.id = serving.group(1), joined.group(1)
             return replica
-        if proc.poll() is not None:
-            raise RuntimeError(f"replica {name} exited with {proc.returncode}:\n{text}")
+        code = proc.poll()
+        if code is not None:
+            raise RuntimeError(f"replica {name} exited with {code}:\n{text}")
         time.sleep(0.05)
     proc.kill()
     proc.wait()
