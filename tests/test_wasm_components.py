@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -393,6 +398,43 @@ def test_compiled_components_are_cached_and_a_corrupt_entry_is_recompiled(
     spec = component(tmp_path, "counter")
     assert call(spec, spec.new_instance(), "add", session="s", n=1) == {"result": 1}
     assert entry.stat().st_mtime_ns != stamp
+
+
+def test_processes_compiling_one_component_at_once_compile_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replicas started together with a cold cache: one compiles, the others wait and read its entry."""
+    from statefulmcp.wasm import cache
+
+    monkeypatch.setenv("STATEFULMCP_CACHE_DIR", str(tmp_path / "cache"))
+    source = (WAT / "counter.wat").read_bytes()
+    lock_path = cache.entry_path(source, fuel=False).with_suffix(".cwasm.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    script = (
+        "import sys; from statefulmcp.wasm import cache; "
+        "cache.compile_component(open(sys.argv[1], 'rb').read(), fuel=False); "
+        "print(cache.counts.compiled, cache.counts.deserialized)"
+    )
+    with lock_path.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", script, str(WAT / "counter.wat")], stdout=subprocess.PIPE, text=True
+            )
+            for _ in range(2)
+        ]
+        # Both are blocked on the entry's lock (the kernel lists waiters with "->").
+        inode = f":{os.fstat(held.fileno()).st_ino} "
+        deadline = time.monotonic() + 60
+        while (
+            sum("->" in line and inode in line for line in Path("/proc/locks").read_text().splitlines()) < 2
+        ):
+            assert time.monotonic() < deadline, "the processes never waited for the entry's lock"
+            assert all(p.poll() is None for p in procs), "a process compiled without waiting"
+            time.sleep(0.01)
+        fcntl.flock(held, fcntl.LOCK_UN)
+    outcomes = sorted(p.communicate(timeout=60)[0].split() for p in procs)
+    assert outcomes == [["0", "1"], ["1", "0"]], "compiled once, read from the cache once"
 
 
 def test_the_epoch_ticker_runs_only_while_calls_do_and_then_ends(tmp_path: Path) -> None:

@@ -17,12 +17,13 @@ truncated or corrupted entry is recompiled, never run.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,21 +99,45 @@ def compile_component(source: bytes, *, fuel: bool) -> wc.Component:
 
     Raises `wasmtime.WasmtimeError` when `source` is not a valid component.
     """
+    path = entry_path(source, fuel=fuel)
+    return _shared.get(path.stem, lambda: _build(path, source, fuel))
+
+
+def entry_path(source: bytes, *, fuel: bool) -> Path:
+    """Where the compiled `source` is cached; its stem is the key."""
     key = hashlib.sha256(engines.settings(fuel).encode() + b"\0" + source).hexdigest()
-    return _shared.get(key, lambda: _build(key, source, fuel))
+    return cache_dir() / f"{key}.cwasm"
 
 
-def _build(key: str, source: bytes, fuel: bool) -> wc.Component:
+def _build(path: Path, source: bytes, fuel: bool) -> wc.Component:
     eng = engines.engine(fuel)
-    path = cache_dir() / f"{key}.cwasm"
     cached = _read(eng, path)
-    if cached is not None:
-        counts.deserialized += 1
-        return cached
-    component = wc.Component(eng, source)
-    counts.compiled += 1
-    _write(path, bytes(component.serialize()))
-    return component
+    if cached is None:
+        with _compiling(path):
+            cached = _read(eng, path)  # another process may have compiled it while we waited
+            if cached is None:
+                component = wc.Component(eng, source)
+                counts.compiled += 1
+                _write(path, bytes(component.serialize()))
+                return component
+    counts.deserialized += 1
+    return cached
+
+
+@contextlib.contextmanager
+def _compiling(path: Path) -> Iterator[None]:
+    """Held by one process at a time per entry: replicas started together on one machine with a
+    cold cache compile each component once (seconds of every core each) rather than once each.
+    Without a writable cache directory there is nothing to share, and no lock."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = path.with_name(f"{path.name}.lock").open("a")
+    except OSError:
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _read(eng: wasmtime.Engine, path: Path) -> wc.Component | None:
