@@ -27,6 +27,7 @@ from mcp.types import CallToolResult, LoggingMessageNotificationParams
 
 from statefulmcp import StoreError
 from statefulmcp.checker import replicas
+from statefulmcp.remote import tls_context
 from statefulmcp.state import Change, CommitChain
 
 COMPONENTS = Path(__file__).parent / "components"
@@ -174,13 +175,12 @@ async def http_session(
     """An initialized `ClientSession` over streamable HTTP; `mode` is "legacy" or "modern";
     `token` is sent as a bearer token."""
     async with AsyncExitStack() as stack:
-        client = None
-        if token is not None:
-            client = await stack.enter_async_context(
-                httpx2.AsyncClient(
-                    headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30, read=300)
-                )
-            )
+        # The SDK's own defaults (30 s, 300 s to read a stream), with one TLS context for the whole
+        # run: building a client's context loads the CA bundle, 25 ms of CPU per session.
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else None
+        client = await stack.enter_async_context(
+            httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300), verify=tls_context())
+        )
         read, write = await stack.enter_async_context(streamable_http_client(url, http_client=client))
         session = await stack.enter_async_context(ClientSession(read, write, **kwargs))
         if mode == "legacy":

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -290,6 +291,10 @@ def _main(argv: list[str]) -> None:
 
     # Forking is only safe from a single thread: nothing imported above may have started one.
     assert threading.active_count() == 1, threading.enumerate()
+    # What is imported stays: out of the collector's sight, its pages stay shared with the
+    # children instead of being copied into each one the first time a collection walks them.
+    gc.collect()
+    gc.freeze()
     launch = _serve(argv[0])
     try:
         _become(launch)
