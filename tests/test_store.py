@@ -156,12 +156,17 @@ def test_commits_of_a_failed_chain_fail_without_writing_and_others_are_untouched
     assert chain.failed
 
 
-def test_a_lone_inline_commit_keeps_the_failure_rules_of_the_writer(tmp_path: Path) -> None:
+def test_a_lone_inline_commit_keeps_the_failure_rules_of_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With one call on the engine (`alone`), commits run inline, never handed to the writer: a
     failed one says nothing was written and fails its chain, whose next commit fails untried, and
     another instance's commit lands."""
-    from statefulmcp.state import CommitChain
+    from statefulmcp.state import CommitChain, sqlite
 
+    # Inline only while commits are fast: a loaded machine's slow fsync must not send these to
+    # the writer, which is not what this test is about.
+    monkeypatch.setattr(sqlite, "INLINE_COMMIT_SECONDS", 3600.0)
     store = SqliteStore(tmp_path / "s.db")
     store.alone = lambda: True
     chain = CommitChain()
