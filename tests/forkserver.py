@@ -282,12 +282,18 @@ _PRELOAD = (
     "uvicorn.lifespan.on",
     "uvicorn.protocols.http.httptools_impl",
     "uvicorn.protocols.websockets.auto",
+    # What calls to other servers (forwarding between replicas, `uses=`) and schemas import.
+    "httpcore2",
+    "jsonschema",
 )
 
 
 def _main(argv: list[str]) -> None:
     for name in _PRELOAD:
         importlib.import_module(name)
+    from statefulmcp.remote import tls_context
+
+    tls_context()  # a CA bundle parsed once, not once per server that forwards
 
     # Forking is only safe from a single thread: nothing imported above may have started one.
     assert threading.active_count() == 1, threading.enumerate()

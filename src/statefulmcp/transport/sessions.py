@@ -126,18 +126,29 @@ class SessionAdmission:
         self._sessions[session_id] = self._sessions.pop(session_id)  # most recently used
         session.busy += 1
         status = 0
+        answered = False
+
+        def done() -> None:
+            nonlocal answered
+            if not answered:
+                answered = True
+                session.busy -= 1
+                session.last = time.monotonic()
 
         async def watched(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                # Idle once its answer is complete, not when the app returns a little later: a
+                # client that has its answer and opens another session must find this one idle.
+                done()
             await send(message)
 
         try:
             await self.app(scope, receive, watched)
         finally:
-            session.busy -= 1
-            session.last = time.monotonic()
+            done()
             if status == 404 or (scope["method"] == "DELETE" and 200 <= status < 300):
                 self._forget(session_id)
 
