@@ -159,7 +159,9 @@ async def test_a_stopped_owner_wakes_up_fenced_and_serves_the_key_from_its_new_o
         finally:
             a.proc.send_signal(signal.SIGCONT)
         # A wakes up believing nothing: its instance is dropped, and the call goes to the new owner.
-        assert await incr(a.url, "k") == acknowledged + 1
+        # Until A has renewed its own lease it refuses calls with "retry" (none of them runs: the
+        # count proves it), as a client of replicas is told to.
+        assert (await incr_until_acknowledged(a.url, "k"))[0] == acknowledged + 1
         assert await incr(b.url, "k") == acknowledged + 2
         claims = rows(
             database, "SELECT id, replica, epoch FROM statefulmcp_claims WHERE key = 'k' ORDER BY id"
