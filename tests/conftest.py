@@ -195,11 +195,9 @@ async def stdio_session(
     *args: str | Path, cwd: Path | None = None, **kwargs: Any
 ) -> AsyncIterator[ClientSession]:
     """An initialized `ClientSession` over stdio; `kwargs` go to `ClientSession` (callbacks)."""
-    params = StdioServerParameters(
-        command=sys.executable,
-        args=["-m", "statefulmcp.cli", "serve", *map(str, args), "--stdio"],
-        cwd=str(cwd) if cwd else None,
-    )
+    argv = ["serve", *map(str, args), "--stdio"]
+    command = _forks.command(argv) if _forks is not None else [sys.executable, "-m", "statefulmcp.cli", *argv]
+    params = StdioServerParameters(command=command[0], args=command[1:], cwd=str(cwd) if cwd else None)
     async with stdio_client(params) as (read, write), ClientSession(read, write, **kwargs) as session:
         await session.initialize()
         yield session

@@ -12,9 +12,12 @@ server reports the status it reaped as `subprocess.Popen` would (negative for a 
 
 What differs from exec: the children share one hash seed; interpreter start-up options read from
 other `PYTHON*` variables are the fork server's; and a clean exit skips tearing down every module
-(atexit hooks, flushes and the wait for non-daemon threads still happen). Tests that must exercise a fresh interpreter
-(stdio sessions, the CLI's own start-up, `test_users`) still exec. Set `STATEFULMCP_TEST_EXEC=1`
-to run every server with plain exec instead, to rule this module out when a test fails.
+(atexit hooks, flushes and the wait for non-daemon threads still happen). Tests that must exercise
+a fresh interpreter (the raw stdio tests that kill their server, the CLI's own start-up,
+`test_users`) still exec. The SDK's stdio client spawns its server itself: it is handed
+`--attach`, a 40 ms stdlib-only process that passes its own stdio to a forked server, forwards
+signals, and exits as the server does. Set `STATEFULMCP_TEST_EXEC=1` to run every server with
+plain exec instead, to rule this module out when a test fails.
 
 The wire protocol, one connection per launch: the client sends one JSON line (`args`, `cwd`,
 `env`) with three file descriptors (stdin, stdout, stderr) attached; the server answers with a
@@ -266,6 +269,11 @@ class ForkServer:
         line, rest = buffer.split(b"\n", 1)
         return Child(conn, int(json.loads(line)["pid"]), rest)
 
+    def command(self, args: list[str]) -> list[str]:
+        """A command line that runs `statefulmcp.cli ARGS` from this fork server on its own stdio
+        (a few stdlib imports, not the host's), for clients that spawn their server."""
+        return [sys.executable, "-I", "-S", __file__, "--attach", self._started(), *args]
+
     def close(self) -> None:
         with self._lock:
             if self._proc is not None:
@@ -288,7 +296,38 @@ _PRELOAD = (
 )
 
 
+def _attach(path: str, args: list[str]) -> None:
+    """Run `statefulmcp.cli ARGS` from the fork server on this process's own stdio, and exit as it
+    does: for clients that spawn a command themselves (the SDK's stdio client). Signals this
+    process gets are passed on; EOF on the server's stdin reaches it directly."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(path)
+    request = json.dumps({"args": args, "cwd": os.getcwd(), "env": dict(os.environ)}).encode() + b"\n"
+    socket.send_fds(conn, [request], [0, 1, 2])
+    buffer = b""
+    while b"\n" not in buffer:
+        more = conn.recv(4096)
+        if not more:
+            raise SystemExit("the fork server refused the launch (see its stderr)")
+        buffer += more
+    line, rest = buffer.split(b"\n", 1)
+    child = Child(conn, int(json.loads(line)["pid"]), rest)
+    # Only the server holds the pipes now: its exit is their end for the client.
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda received, _frame: child.send_signal(received))
+    code = child.wait()
+    if code < 0:
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    raise SystemExit(code)
+
+
 def _main(argv: list[str]) -> None:
+    if argv[0] == "--attach":
+        _attach(argv[1], argv[2:])
     for name in _PRELOAD:
         importlib.import_module(name)
     from statefulmcp.remote import tls_context
