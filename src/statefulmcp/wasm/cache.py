@@ -111,24 +111,23 @@ def entry_path(source: bytes, *, fuel: bool) -> Path:
 
 def _build(path: Path, source: bytes, fuel: bool) -> wc.Component:
     eng = engines.engine(fuel)
-    cached = _read(eng, path)
-    if cached is None:
-        with _compiling(path):
-            cached = _read(eng, path)  # another process may have compiled it while we waited
-            if cached is None:
-                component = wc.Component(eng, source)
-                counts.compiled += 1
-                _write(path, bytes(component.serialize()))
-                return component
-    counts.deserialized += 1
-    return cached
+    with _entry_lock(path):  # a process that compiles it first has written it once we hold this
+        cached = _read(eng, path)
+        if cached is not None:
+            counts.deserialized += 1
+            return cached
+        component = wc.Component(eng, source)
+        counts.compiled += 1
+        _write(path, bytes(component.serialize()))
+        return component
 
 
 @contextlib.contextmanager
-def _compiling(path: Path) -> Iterator[None]:
-    """Held by one process at a time per entry: replicas started together on one machine with a
-    cold cache compile each component once (seconds of every core each) rather than once each.
-    Without a writable cache directory there is nothing to share, and no lock."""
+def _entry_lock(path: Path) -> Iterator[None]:
+    """Held by one process at a time per entry, to read it or else compile and write it: replicas
+    started together on one machine with a cold cache compile each component once (seconds of
+    every core each) rather than once each. Without a writable cache directory there is nothing
+    to share, and no lock."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = path.with_name(f"{path.name}.lock").open("a")
