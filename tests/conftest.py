@@ -85,16 +85,24 @@ def _fork_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         yield
         return
     forks = ForkServer(tmp_path_factory.mktemp("forkserver"))
-
-    def launch_replica(args: list[str], directory: Path, log: int) -> Child:
-        return forks.launch(args, cwd=directory, env=dict(os.environ), stdout=log, stderr=log)
-
-    _forks, replicas.launch = forks, launch_replica
+    _forks, replicas.launch = (
+        forks,
+        lambda args, directory, log: _launch(args, directory, log, dict(os.environ)),
+    )
     try:
         yield
     finally:
         _forks, replicas.launch = None, replicas.exec_replica
         forks.close()
+
+
+def _launch(args: list[str], cwd: Path, log: int, env: dict[str, str]) -> subprocess.Popen[bytes] | Child:
+    """`statefulmcp ARGS` in `cwd`, stdout and stderr to the descriptor `log`: forked from this
+    worker's fork server, or exec'd when there is none."""
+    if _forks is not None:
+        return _forks.launch(args, cwd=cwd, env=env, stdout=log, stderr=log)
+    cmd = [sys.executable, "-m", "statefulmcp.cli", *args]
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env)
 
 
 @dataclass
@@ -133,14 +141,8 @@ def start_server(
     tmp.mkdir(parents=True, exist_ok=True)
     log_path = tmp / f"server-{time.monotonic_ns()}.log"
     argv = ["serve", *map(str, args), "--http", bind]
-    environment = {**os.environ, **(env or {})}
     with log_path.open("wb") as log:
-        proc: subprocess.Popen[bytes] | Child
-        if _forks is not None:
-            proc = _forks.launch(argv, cwd=tmp, env=environment, stdout=log.fileno(), stderr=log.fileno())
-        else:
-            cmd = [sys.executable, "-m", "statefulmcp.cli", *argv]
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp, env=environment)
+        proc = _launch(argv, tmp, log.fileno(), {**os.environ, **(env or {})})
     server = ServerProcess(proc, "", log_path)
     if not wait:
         return server

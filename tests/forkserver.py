@@ -181,11 +181,7 @@ class Child:
     def _collect(self, timeout: float | None) -> int | None:
         """The exit status if it arrives within `timeout` seconds (None: wait for it)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        if timeout is None:
-            acquired = self._lock.acquire()
-        else:
-            acquired = self._lock.acquire(timeout=timeout) if timeout > 0 else self._lock.acquire(False)
-        if not acquired:
+        if not self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
             return self.returncode
         try:
             while self.returncode is None:
@@ -228,6 +224,23 @@ class Child:
         self.send_signal(signal.SIGKILL)
 
 
+def _spawn(path: str, args: list[str], *, cwd: str, env: dict[str, str], fds: list[int]) -> Child:
+    """Ask the fork server at `path` for `statefulmcp.cli ARGS` with these stdin, stdout, stderr."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(path)
+    request = json.dumps({"args": args, "cwd": cwd, "env": env}).encode() + b"\n"
+    socket.send_fds(conn, [request], fds)
+    buffer = b""
+    while b"\n" not in buffer:
+        more = conn.recv(4096)
+        if not more:
+            conn.close()
+            raise RuntimeError("the fork server refused the launch (see its stderr)")
+        buffer += more
+    line, rest = buffer.split(b"\n", 1)
+    return Child(conn, int(json.loads(line)["pid"]), rest)
+
+
 class ForkServer:
     """One fork server process, started on first use (per pytest worker)."""
 
@@ -253,21 +266,8 @@ class ForkServer:
 
     def launch(self, args: list[str], *, cwd: Path, env: dict[str, str], stdout: int, stderr: int) -> Child:
         """Start `python -m statefulmcp.cli ARGS` in `cwd` with `env` and these stdio descriptors."""
-        path = self._started()
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.connect(path)
-        request = json.dumps({"args": args, "cwd": str(cwd), "env": env}).encode() + b"\n"
         with open(os.devnull, "rb") as stdin:
-            socket.send_fds(conn, [request], [stdin.fileno(), stdout, stderr])
-        buffer = b""
-        while b"\n" not in buffer:
-            more = conn.recv(4096)
-            if not more:
-                conn.close()
-                raise RuntimeError("the fork server refused the launch (see its stderr)")
-            buffer += more
-        line, rest = buffer.split(b"\n", 1)
-        return Child(conn, int(json.loads(line)["pid"]), rest)
+            return _spawn(self._started(), args, cwd=str(cwd), env=env, fds=[stdin.fileno(), stdout, stderr])
 
     def command(self, args: list[str]) -> list[str]:
         """A command line that runs `statefulmcp.cli ARGS` from this fork server on its own stdio
@@ -300,18 +300,7 @@ def _attach(path: str, args: list[str]) -> None:
     """Run `statefulmcp.cli ARGS` from the fork server on this process's own stdio, and exit as it
     does: for clients that spawn a command themselves (the SDK's stdio client). Signals this
     process gets are passed on; EOF on the server's stdin reaches it directly."""
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    conn.connect(path)
-    request = json.dumps({"args": args, "cwd": os.getcwd(), "env": dict(os.environ)}).encode() + b"\n"
-    socket.send_fds(conn, [request], [0, 1, 2])
-    buffer = b""
-    while b"\n" not in buffer:
-        more = conn.recv(4096)
-        if not more:
-            raise SystemExit("the fork server refused the launch (see its stderr)")
-        buffer += more
-    line, rest = buffer.split(b"\n", 1)
-    child = Child(conn, int(json.loads(line)["pid"]), rest)
+    child = _spawn(path, args, cwd=os.getcwd(), env=dict(os.environ), fds=[0, 1, 2])
     # Only the server holds the pipes now: its exit is their end for the client.
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
